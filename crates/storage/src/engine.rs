@@ -74,7 +74,13 @@ impl fmt::Debug for Engine {
 /// Atomic writes across column families: all land or none do.
 #[derive(Default)]
 pub struct WriteBatch {
-    ops: Vec<(Cf, Vec<u8>, Option<Vec<u8>>)>,
+    ops: Vec<BatchOp>,
+}
+
+enum BatchOp {
+    Put(Cf, Vec<u8>, Vec<u8>),
+    Delete(Cf, Vec<u8>),
+    DeleteRange(Cf, Vec<u8>, Vec<u8>),
 }
 
 impl fmt::Debug for WriteBatch {
@@ -93,12 +99,17 @@ impl WriteBatch {
 
     /// Stages `key = value` in `cf`.
     pub fn put(&mut self, cf: Cf, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.ops.push((cf, key.into(), Some(value.into())));
+        self.ops.push(BatchOp::Put(cf, key.into(), value.into()));
     }
 
     /// Stages the removal of `key` from `cf`.
     pub fn delete(&mut self, cf: Cf, key: impl Into<Vec<u8>>) {
-        self.ops.push((cf, key.into(), None));
+        self.ops.push(BatchOp::Delete(cf, key.into()));
+    }
+
+    /// Stages the removal of every key of `cf` in `[from, to)`.
+    pub fn delete_range(&mut self, cf: Cf, from: impl Into<Vec<u8>>, to: impl Into<Vec<u8>>) {
+        self.ops.push(BatchOp::DeleteRange(cf, from.into(), to.into()));
     }
 
     /// Number of staged operations.
@@ -169,10 +180,13 @@ impl Engine {
     pub fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
         self.check_running()?;
         let mut inner = rocksdb::WriteBatch::default();
-        for (cf, key, value) in batch.ops {
-            match value {
-                Some(value) => inner.put_cf(self.handle(cf)?, key, value),
-                None => inner.delete_cf(self.handle(cf)?, key),
+        for op in batch.ops {
+            match op {
+                BatchOp::Put(cf, key, value) => inner.put_cf(self.handle(cf)?, key, value),
+                BatchOp::Delete(cf, key) => inner.delete_cf(self.handle(cf)?, key),
+                BatchOp::DeleteRange(cf, from, to) => {
+                    inner.delete_range_cf(self.handle(cf)?, from, to)
+                }
             }
         }
         let mut write_options = WriteOptions::default();
@@ -229,6 +243,25 @@ impl Engine {
         }
         self.iterator_status(&iter)?;
         Ok(out)
+    }
+}
+
+impl Engine {
+    /// The last key-value pair of `cf` in `[lower, upper)`.
+    pub fn last_in_range(
+        &self,
+        cf: Cf,
+        lower: &[u8],
+        upper: &[u8],
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let mut iter = self.raw_iterator(cf, Some(lower.to_vec()), Some(upper.to_vec()))?;
+        iter.seek_to_last();
+        let last = match (iter.key(), iter.value()) {
+            (Some(k), Some(v)) => Some((k.to_vec(), v.to_vec())),
+            _ => None,
+        };
+        self.iterator_status(&iter)?;
+        Ok(last)
     }
 }
 

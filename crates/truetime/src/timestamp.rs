@@ -7,7 +7,10 @@ use std::time::Duration;
 ///
 /// Commit timestamps, read timestamps, prepare timestamps and closed timestamps are all
 /// `Timestamp`s. A `u64` of nanoseconds lasts until the year 2554.
-#[derive(Copy, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Copy, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Timestamp(u64);
 
 impl Timestamp {

@@ -1,0 +1,88 @@
+//! [`TabletError`]: what a tablet operation can fail with, split by what the caller can do.
+
+use truetime::Timestamp;
+
+use crate::{NodeId, TabletId};
+
+/// A tablet operation's failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TabletError {
+    /// This replica is not the leader; retry at `leader` if known.
+    #[error("{tablet}: this replica is not the leader (leader: {leader:?}); retry there")]
+    NotLeader {
+        /// The tablet.
+        tablet: TabletId,
+        /// The leader, if this replica knows it.
+        leader: Option<NodeId>,
+    },
+    /// The tablet is not hosted on this node.
+    #[error("{0}: no replica of this tablet on this node; refresh placement")]
+    NotFound(TabletId),
+    /// The write's outcome is unknown (leadership changed while it was in flight). It may or
+    /// may not have been applied: retry only if the operation is idempotent.
+    #[error("{tablet}: outcome unknown after a leader change; the write may have been applied")]
+    Indeterminate {
+        /// The tablet.
+        tablet: TabletId,
+    },
+    /// A timestamp was rejected because the tablet had moved past it; safe to retry.
+    #[error("{tablet}: timestamp {ts} is at or below the tablet's floor {floor}; retry")]
+    StaleTimestamp {
+        /// The tablet.
+        tablet: TabletId,
+        /// The rejected timestamp.
+        ts: Timestamp,
+        /// The floor.
+        floor: Timestamp,
+    },
+    /// A read above this replica's safe time did not become safe within the deadline.
+    #[error("{tablet}: read at {ts} is above safe time {safe}; retry later or at the leader")]
+    NotYetSafe {
+        /// The tablet.
+        tablet: TabletId,
+        /// The read timestamp.
+        ts: Timestamp,
+        /// This replica's safe time.
+        safe: Timestamp,
+    },
+    /// The clock cannot bound the time: no timestamps are assigned.
+    #[error(transparent)]
+    Clock(#[from] truetime::ClockError),
+    /// Storage failed: fatal for this node.
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    /// The Raft group failed or stopped (a storage error inside Raft, a panic, a shutdown).
+    #[error("{tablet}: raft group stopped: {reason}")]
+    RaftStopped {
+        /// The tablet.
+        tablet: TabletId,
+        /// What openraft reported.
+        reason: String,
+    },
+    /// A membership change could not be made now.
+    #[error("{tablet}: membership change refused: {reason}")]
+    Membership {
+        /// The tablet.
+        tablet: TabletId,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl TabletError {
+    /// Whether retrying (possibly elsewhere) can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            TabletError::NotLeader { .. }
+                | TabletError::StaleTimestamp { .. }
+                | TabletError::NotYetSafe { .. }
+                | TabletError::Clock(_)
+                | TabletError::Membership { .. }
+        )
+    }
+}
+
+/// The tablet layer's result.
+pub type Result<T, E = TabletError> = std::result::Result<T, E>;

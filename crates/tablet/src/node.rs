@@ -1,0 +1,269 @@
+//! [`Node`]: hosts the replicas of many tablets (multi-raft) on one RocksDB, and receives
+//! every group's Raft traffic through one [`RpcHandler`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use openraft::alias::SnapshotOf;
+use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
+use storage::{Cf, Engine, EngineOptions, Mvcc, WriteBatch};
+use tokio::sync::watch;
+use tracing::Instrument;
+use truetime::Clock;
+
+use crate::error::{Result, TabletError};
+use crate::raft::codec::{decode, encode};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{NetworkFactory, SnapshotChunk};
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{Raft, RaftConfig, TabletSnapshot, TypeConfig};
+use crate::transport::{BoxFuture, RaftRpc, RpcHandler, RpcKind, Transport};
+use crate::{NodeId, Progress, Tablet, TabletId};
+
+/// Settings shared by every tablet on a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The cluster's name (tablets of different clusters refuse each other's messages).
+    pub cluster: String,
+    /// Raft timing and log retention.
+    pub raft: RaftConfig,
+    /// How often a leader closes a timestamp while idle: followers' safe time lags by
+    /// about this much.
+    pub close_interval: Duration,
+    /// Largest snapshot chunk sent in one message.
+    pub snapshot_chunk_bytes: usize,
+    /// RocksDB tuning.
+    pub engine: EngineOptions,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            cluster: "meridian".into(),
+            raft: RaftConfig::default(),
+            close_interval: Duration::from_millis(250),
+            snapshot_chunk_bytes: 256 << 10,
+            engine: EngineOptions::default(),
+        }
+    }
+}
+
+/// A node: the tablet replicas it hosts, its RocksDB, its clock and its transport.
+pub struct Node {
+    id: NodeId,
+    engine: Arc<Engine>,
+    transport: Arc<dyn Transport>,
+    clock: Arc<dyn Clock>,
+    config: NodeConfig,
+    tablets: RwLock<BTreeMap<TabletId, Arc<Tablet>>>,
+    /// Snapshots being received, chunk by chunk.
+    incoming_snapshots: Mutex<HashMap<TabletId, Vec<u8>>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+fn replica_key(tablet: TabletId) -> Vec<u8> {
+    let mut key = b"replica/".to_vec();
+    key.extend_from_slice(&tablet.0.to_be_bytes());
+    key
+}
+
+impl Node {
+    /// Opens the node stored in `dir` and every tablet replica it hosted.
+    pub async fn open(
+        id: NodeId,
+        dir: &Path,
+        transport: Arc<dyn Transport>,
+        clock: Arc<dyn Clock>,
+        config: NodeConfig,
+    ) -> Result<Arc<Node>> {
+        let engine = Arc::new(Engine::open(dir, &config.engine)?);
+        let node = Arc::new(Node {
+            id,
+            engine,
+            transport,
+            clock,
+            config,
+            tablets: RwLock::new(BTreeMap::new()),
+            incoming_snapshots: Mutex::new(HashMap::new()),
+        });
+        let hosted = node.engine.scan_raw(Cf::Meta, b"replica/", Some(b"replica0"), usize::MAX)?;
+        for (key, _) in hosted {
+            let id = key.get(8..16).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+            let Some(id) = id else {
+                return Err(storage::StorageError::Corruption { what: "bad replica key".into() }.into());
+            };
+            node.open_replica(TabletId(id)).await?;
+        }
+        Ok(node)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Creates an empty replica of `tablet` here; it joins the group when the group's leader
+    /// adds it, or when [`Node::bootstrap`] makes it the group's first member.
+    pub async fn create_tablet(&self, tablet: TabletId) -> Result<Arc<Tablet>> {
+        if let Ok(existing) = self.tablet(tablet) {
+            return Ok(existing);
+        }
+        let mut batch = WriteBatch::new();
+        batch.put(Cf::Meta, replica_key(tablet), Vec::new());
+        self.engine.write(batch, true)?;
+        self.open_replica(tablet).await
+    }
+
+    /// Initializes a new group for `tablet` with `members` (node id to address). Call it on
+    /// exactly one node, once, after every member has created its replica.
+    pub async fn bootstrap(&self, tablet: TabletId, members: &BTreeMap<NodeId, String>) -> Result<()> {
+        let replica = self.tablet(tablet)?;
+        replica.raft().initialize(Tablet::initial_members(members)).await.map_err(|e| {
+            TabletError::Membership { tablet, reason: e.to_string() }
+        })
+    }
+
+    async fn open_replica(&self, tablet: TabletId) -> Result<Arc<Tablet>> {
+        let mvcc = Arc::new(Mvcc::open(Arc::clone(&self.engine), tablet.keyspace())?);
+        let (progress_tx, progress_rx) = watch::channel(Progress::default());
+        let stopped = |e: &dyn std::fmt::Display| TabletError::RaftStopped { tablet, reason: e.to_string() };
+        let machine = StateMachine::open(Arc::clone(&self.engine), Arc::clone(&mvcc), tablet, progress_tx)
+            .map_err(|e| stopped(&e))?;
+        let log = LogStore::new(Arc::clone(&self.engine), tablet);
+        let network = NetworkFactory {
+            transport: Arc::clone(&self.transport),
+            tablet,
+            snapshot_chunk_bytes: self.config.snapshot_chunk_bytes,
+        };
+        let config = self.config.raft.to_openraft(&self.config.cluster).map_err(|e| stopped(&e))?;
+        let raft = Raft::new(self.id, Arc::new(config), network, log, machine).await.map_err(|e| stopped(&e))?;
+        let replica = Arc::new(Tablet::new(tablet, self.id, raft, mvcc, progress_rx, Arc::clone(&self.clock)));
+        replica.start_closer(self.config.close_interval);
+        self.tablets.write().unwrap_or_else(|e| e.into_inner()).insert(tablet, Arc::clone(&replica));
+        Ok(replica)
+    }
+
+    /// The replica of `tablet` on this node.
+    pub fn tablet(&self, tablet: TabletId) -> Result<Arc<Tablet>> {
+        self.tablets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&tablet)
+            .cloned()
+            .ok_or(TabletError::NotFound(tablet))
+    }
+
+    /// Every tablet hosted here.
+    pub fn tablets(&self) -> Vec<Arc<Tablet>> {
+        self.tablets.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// Stops the replica of `tablet` here, keeping its data (it reopens with the node).
+    pub async fn close_tablet(&self, tablet: TabletId) -> Result<()> {
+        let replica = self.tablets.write().unwrap_or_else(|e| e.into_inner()).remove(&tablet);
+        match replica {
+            Some(replica) => {
+                replica.shutdown().await;
+                Ok(())
+            }
+            None => Err(TabletError::NotFound(tablet)),
+        }
+    }
+
+    /// Stops the replica of `tablet` here and deletes its rows, log and state (after the
+    /// group removed this node).
+    pub async fn destroy_tablet(&self, tablet: TabletId) -> Result<()> {
+        self.close_tablet(tablet).await?;
+        let mvcc = Mvcc::open(Arc::clone(&self.engine), tablet.keyspace())?;
+        let mut batch = WriteBatch::new();
+        mvcc.stage_replace_all(&mut batch, Vec::new(), truetime::Timestamp::ZERO);
+        LogStore::new(Arc::clone(&self.engine), tablet).stage_destroy(&mut batch);
+        batch.delete(Cf::Meta, StateMachine::applied_key(tablet));
+        batch.delete(Cf::Meta, replica_key(tablet));
+        self.engine.write(batch, true)?;
+        Ok(())
+    }
+
+    /// Stops every replica (the data stays).
+    pub async fn shutdown(&self) {
+        let tablets: Vec<_> = std::mem::take(&mut *self.tablets.write().unwrap_or_else(|e| e.into_inner()))
+            .into_values()
+            .collect();
+        for tablet in tablets {
+            tablet.shutdown().await;
+        }
+    }
+
+    async fn dispatch(&self, rpc: RaftRpc) -> std::result::Result<Vec<u8>, String> {
+        let tablet = self.tablet(rpc.tablet).map_err(|e| e.to_string())?;
+        let raft = tablet.raft();
+        let io = |e: std::io::Error| e.to_string();
+        let failed = |e: &dyn std::fmt::Display| e.to_string();
+        match rpc.kind {
+            RpcKind::AppendEntries => {
+                let request: AppendEntriesRequest<TypeConfig> = decode(&rpc.payload).map_err(io)?;
+                encode(&raft.append_entries(request).await.map_err(|e| failed(&e))?).map_err(io)
+            }
+            RpcKind::Vote => {
+                let request: VoteRequest<TypeConfig> = decode(&rpc.payload).map_err(io)?;
+                encode(&raft.vote(request).await.map_err(|e| failed(&e))?).map_err(io)
+            }
+            RpcKind::PreVote => {
+                let request: VoteRequest<TypeConfig> = decode(&rpc.payload).map_err(io)?;
+                encode(&raft.pre_vote(request).await.map_err(|e| failed(&e))?).map_err(io)
+            }
+            RpcKind::TransferLeader => {
+                let request: TransferLeaderRequest<TypeConfig> = decode(&rpc.payload).map_err(io)?;
+                encode(&raft.handle_transfer_leader(request).await.map_err(|e| failed(&e))?).map_err(io)
+            }
+            RpcKind::SnapshotChunk => self.receive_snapshot_chunk(raft, rpc.tablet, &rpc.payload).await,
+        }
+    }
+
+    /// Appends a chunk to the snapshot being received for `tablet`; installs it when complete.
+    async fn receive_snapshot_chunk(
+        &self,
+        raft: &Raft,
+        tablet: TabletId,
+        payload: &[u8],
+    ) -> std::result::Result<Vec<u8>, String> {
+        let chunk: SnapshotChunk = decode(payload).map_err(|e| e.to_string())?;
+        let complete = {
+            let mut incoming = self.incoming_snapshots.lock().unwrap_or_else(|e| e.into_inner());
+            let buffer = incoming.entry(tablet).or_default();
+            if chunk.offset == 0 {
+                buffer.clear();
+            }
+            if chunk.offset != buffer.len() as u64 {
+                incoming.remove(&tablet);
+                return Err(format!("snapshot chunk at {} out of order; restart the transfer", chunk.offset));
+            }
+            buffer.extend_from_slice(&chunk.data);
+            if (buffer.len() as u64) < chunk.total {
+                None
+            } else {
+                incoming.remove(&tablet)
+            }
+        };
+        let Some(bytes) = complete else {
+            return encode(&None::<()>).map_err(|e| e.to_string());
+        };
+        let snapshot = SnapshotOf::<TypeConfig, TabletSnapshot> { meta: chunk.meta, snapshot: TabletSnapshot { bytes } };
+        let response = raft.install_full_snapshot(chunk.vote, snapshot).await.map_err(|e| e.to_string())?;
+        encode(&Some(response)).map_err(|e| e.to_string())
+    }
+}
+
+impl RpcHandler for Node {
+    fn handle(&self, rpc: RaftRpc) -> BoxFuture<'_, std::result::Result<Vec<u8>, String>> {
+        let span = tracing::debug_span!("raft_rpc", node_id = %self.id, tablet_id = %rpc.tablet, kind = ?rpc.kind);
+        Box::pin(self.dispatch(rpc).instrument(span))
+    }
+}

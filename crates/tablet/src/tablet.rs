@@ -1,0 +1,324 @@
+//! [`Tablet`]: one replica of one tablet on this node, and the leader's timestamp rules.
+//!
+//! # Timestamps
+//!
+//! Only the leader picks timestamps, and every command carries the one it was given. The
+//! leader's allocator hands out `max(TT.now().latest, last + 1)`: strictly increasing, and
+//! never below the true time. A new leader must also never go at or below anything its
+//! predecessors assigned or promised. What they assigned or promised is in the log, so before
+//! its first allocation in a term the leader waits until it has applied everything committed
+//! before its term (a ReadIndex round: the entries of earlier terms are committed with the
+//! leader's first entry), and starts above the state machine's floor. Proposals carry the
+//! leader's id, so a command allocated under an old leadership is dropped rather than
+//! appended by a newer one. As a last line of defence every replica rejects, alike, a command
+//! whose timestamp is not above its floor.
+//!
+//! # Closed timestamps and safe time
+//!
+//! The leader proposes `Close { ts }` every `close_interval`, even when idle: a promise that
+//! no later command writes at or below `ts`. Each replica's floor (the highest timestamp it
+//! has applied or seen closed) is its `t_paxos_safe`; a read at or below it sees every write
+//! it ever will, so any replica serves it with no leader round trip.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use openraft::alias::CommittedLeaderIdOf;
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::ClientWriteError;
+use openraft::impls::ProgressResponder;
+use openraft::{BasicNode, ReadPolicy};
+use storage::{KeyRange, Mvcc, ScanDirection, ScanPage};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use truetime::{Clock, Timestamp};
+
+use crate::error::{Result, TabletError};
+use crate::raft::{Raft, TypeConfig};
+use crate::{Mutation, NodeId, Progress, TabletCommand, TabletId, TabletResponse};
+
+/// The leader's timestamp allocator.
+#[derive(Debug, Default)]
+struct Allocator {
+    /// The leadership the floor below was established for.
+    leadership: Option<CommittedLeaderIdOf<TypeConfig>>,
+    /// The last timestamp handed out (or the floor inherited from predecessors).
+    last: Timestamp,
+}
+
+/// A tablet's state as this replica sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TabletMetrics {
+    /// The tablet.
+    pub tablet: TabletId,
+    /// This node.
+    pub node: NodeId,
+    /// The leader this replica knows of.
+    pub leader: Option<NodeId>,
+    /// The Raft term.
+    pub term: u64,
+    /// The last applied log index.
+    pub applied_index: Option<u64>,
+    /// This replica's `t_paxos_safe`.
+    pub safe_ts: Timestamp,
+    /// Commands this replica rejected for a stale timestamp.
+    pub stale_rejections: u64,
+    /// Voters and learners of the group.
+    pub voters: BTreeSet<NodeId>,
+}
+
+/// One replica of one tablet.
+#[derive(Debug)]
+pub struct Tablet {
+    id: TabletId,
+    node: NodeId,
+    raft: Raft,
+    mvcc: Arc<Mvcc>,
+    progress: watch::Receiver<Progress>,
+    clock: Arc<dyn Clock>,
+    allocator: tokio::sync::Mutex<Allocator>,
+    closer: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Tablet {
+    pub(crate) fn new(
+        id: TabletId,
+        node: NodeId,
+        raft: Raft,
+        mvcc: Arc<Mvcc>,
+        progress: watch::Receiver<Progress>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Tablet {
+            id,
+            node,
+            raft,
+            mvcc,
+            progress,
+            clock,
+            allocator: tokio::sync::Mutex::new(Allocator::default()),
+            closer: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Starts proposing closed timestamps every `interval` while this replica leads.
+    pub(crate) fn start_closer(self: &Arc<Self>, interval: Duration) {
+        let weak: Weak<Tablet> = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(tablet) = weak.upgrade() else { return };
+                if tablet.raft.is_leader() {
+                    if let Err(e) = tablet.close_timestamp().await {
+                        tracing::debug!(tablet_id = %tablet.id, error = %e, "closing a timestamp failed");
+                    }
+                }
+            }
+        });
+        *self.closer.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+    }
+
+    /// The tablet's id.
+    pub fn id(&self) -> TabletId {
+        self.id
+    }
+
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Whether this replica is the leader now.
+    pub fn is_leader(&self) -> bool {
+        self.raft.as_leader().is_ok()
+    }
+
+    fn not_leader(&self) -> TabletError {
+        let leader = self.raft.metrics().borrow_watched().current_leader;
+        TabletError::NotLeader { tablet: self.id, leader }
+    }
+
+    fn stopped(&self, e: impl std::fmt::Display) -> TabletError {
+        TabletError::RaftStopped { tablet: self.id, reason: e.to_string() }
+    }
+
+    /// Writes `mutations` at a timestamp this leader picks, once they are applied here;
+    /// returns the timestamp. Does not commit-wait: that is the transaction layer's job.
+    pub async fn write(&self, mutations: Vec<Mutation>) -> Result<Timestamp> {
+        self.propose(|ts| TabletCommand::Write { ts, mutations }).await
+    }
+
+    /// Proposes a closed timestamp now (the leader also does this on its own every
+    /// `close_interval`); returns it once applied here.
+    pub async fn close_timestamp(&self) -> Result<Timestamp> {
+        self.propose(|ts| TabletCommand::Close { ts }).await
+    }
+
+    /// Allocates a timestamp and proposes `command(ts)` under this leadership, in allocation
+    /// order, then waits for it to be applied.
+    async fn propose(&self, command: impl FnOnce(Timestamp) -> TabletCommand) -> Result<Timestamp> {
+        let leadership = self.raft.as_leader().map_err(|_| self.not_leader())?.to_committed_leader_id();
+        let (responder, applied) = ProgressResponder::complete_only();
+        let ts = {
+            // Held while proposing: commands enter the log in the order they were allocated.
+            let mut allocator = self.allocator.lock().await;
+            if allocator.leadership != Some(leadership) {
+                self.inherit_floor(&mut allocator, leadership).await?;
+            }
+            let ts = self.clock.now()?.latest.max(allocator.last.next());
+            allocator.last = ts;
+            self.raft
+                .write(command(ts))
+                .with_leader(leadership)
+                .responder(responder)
+                .await
+                .map_err(|e| self.stopped(e))?;
+            ts
+        };
+        let outcome = applied.await.map_err(|_| TabletError::Indeterminate { tablet: self.id })?;
+        match outcome {
+            Ok(response) => match response.data {
+                TabletResponse::StaleTimestamp { ts, floor } => {
+                    Err(TabletError::StaleTimestamp { tablet: self.id, ts, floor })
+                }
+                _ => Ok(ts),
+            },
+            Err(ClientWriteError::ForwardToLeader(_)) => Err(self.not_leader()),
+            Err(ClientWriteError::LogEntryDiscarded(_)) => {
+                Err(TabletError::Indeterminate { tablet: self.id })
+            }
+            Err(e) => Err(self.stopped(e)),
+        }
+    }
+
+    /// Waits until everything committed before this leadership is applied, then starts the
+    /// allocator above the floor it left.
+    async fn inherit_floor(
+        &self,
+        allocator: &mut Allocator,
+        leadership: CommittedLeaderIdOf<TypeConfig>,
+    ) -> Result<()> {
+        self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map_err(|e| match e.forward_to_leader() {
+            Some(_) => self.not_leader(),
+            None => self.stopped(e),
+        })?;
+        allocator.last = allocator.last.max(self.progress.borrow().safe_ts);
+        allocator.leadership = Some(leadership);
+        Ok(())
+    }
+
+    /// This replica's `t_paxos_safe`: reads at or below it are served here without locks.
+    pub fn safe_ts(&self) -> Timestamp {
+        self.progress.borrow().safe_ts
+    }
+
+    /// Waits up to `timeout` for this replica's safe time to reach `ts`.
+    pub async fn wait_safe(&self, ts: Timestamp, timeout: Duration) -> Result<()> {
+        let mut progress = self.progress.clone();
+        let reached = tokio::time::timeout(timeout, progress.wait_for(|p| p.safe_ts >= ts)).await;
+        match reached {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(TabletError::NotYetSafe { tablet: self.id, ts, safe: self.safe_ts() }),
+        }
+    }
+
+    /// Reads `key` at `ts` on this replica, waiting up to `timeout` for `ts` to become safe.
+    pub async fn read(&self, key: &[u8], ts: Timestamp, timeout: Duration) -> Result<Option<Vec<u8>>> {
+        self.wait_safe(ts, timeout).await?;
+        Ok(self.mvcc.get(key, ts)?)
+    }
+
+    /// Scans on this replica at `ts`, waiting up to `timeout` for `ts` to become safe.
+    pub async fn scan(
+        &self,
+        range: &KeyRange,
+        ts: Timestamp,
+        limit: usize,
+        direction: ScanDirection,
+        timeout: Duration,
+    ) -> Result<ScanPage> {
+        self.wait_safe(ts, timeout).await?;
+        Ok(self.mvcc.scan(range, ts, limit, direction)?)
+    }
+
+    /// Adds `node` as a voter: first as a learner that catches up, then promoted.
+    pub async fn add_replica(&self, node: NodeId, address: &str) -> Result<()> {
+        let membership = |e: &dyn std::fmt::Display| TabletError::Membership { tablet: self.id, reason: e.to_string() };
+        self.raft
+            .add_learner(node, BasicNode::new(address), true)
+            .await
+            .map_err(|e| membership(&e))?;
+        let mut voters = self.voters();
+        voters.insert(node);
+        self.raft.change_membership(voters, false).await.map_err(|e| membership(&e))?;
+        Ok(())
+    }
+
+    /// Removes `node` from the group.
+    pub async fn remove_replica(&self, node: NodeId) -> Result<()> {
+        let mut voters = self.voters();
+        voters.remove(&node);
+        self.raft
+            .change_membership(voters, false)
+            .await
+            .map_err(|e| TabletError::Membership { tablet: self.id, reason: e.to_string() })?;
+        Ok(())
+    }
+
+    fn voters(&self) -> BTreeSet<NodeId> {
+        self.raft.metrics().borrow_watched().membership_config.membership().voter_ids().collect()
+    }
+
+    /// Asks Raft to hand leadership to `to`.
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<()> {
+        self.raft.trigger().transfer_leader(to).await.map_err(|e| self.stopped(e))
+    }
+
+    /// Makes this replica start an election now.
+    pub async fn campaign(&self) -> Result<()> {
+        self.raft.trigger().elect(false).await.map_err(|e| self.stopped(e))
+    }
+
+    /// Builds a snapshot now and purges the log behind it.
+    pub async fn snapshot(&self) -> Result<()> {
+        self.raft.trigger().snapshot().await.map_err(|e| self.stopped(e))
+    }
+
+    /// The replica's view of the group.
+    pub fn metrics(&self) -> TabletMetrics {
+        let raft = self.raft.metrics().borrow_watched().clone();
+        let progress = *self.progress.borrow();
+        TabletMetrics {
+            tablet: self.id,
+            node: self.node,
+            leader: raft.current_leader,
+            term: raft.current_term,
+            applied_index: progress.applied_index,
+            safe_ts: progress.safe_ts,
+            stale_rejections: progress.stale_rejections,
+            voters: raft.membership_config.membership().voter_ids().collect(),
+        }
+    }
+
+    /// The first log index not yet purged, and the snapshot's last index, if any.
+    pub fn log_bounds(&self) -> (Option<u64>, Option<u64>) {
+        let raft = self.raft.metrics().borrow_watched().clone();
+        (raft.purged.map(|id| id.index), raft.snapshot.map(|id| id.index))
+    }
+
+    /// Stops the replica's Raft group and background tasks.
+    pub async fn shutdown(&self) {
+        if let Some(closer) = self.closer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            closer.abort();
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(tablet_id = %self.id, error = %e, "raft shutdown failed");
+        }
+    }
+
+    pub(crate) fn initial_members(members: &BTreeMap<NodeId, String>) -> BTreeMap<NodeId, BasicNode> {
+        members.iter().map(|(id, addr)| (*id, BasicNode::new(addr))).collect()
+    }
+}
