@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
+pub mod cluster;
+
 /// Installs a tracing subscriber once (honours `RUST_LOG`), writing through the test harness.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()

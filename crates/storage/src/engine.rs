@@ -109,7 +109,8 @@ impl WriteBatch {
 
     /// Stages the removal of every key of `cf` in `[from, to)`.
     pub fn delete_range(&mut self, cf: Cf, from: impl Into<Vec<u8>>, to: impl Into<Vec<u8>>) {
-        self.ops.push(BatchOp::DeleteRange(cf, from.into(), to.into()));
+        self.ops
+            .push(BatchOp::DeleteRange(cf, from.into(), to.into()));
     }
 
     /// Number of staged operations.

@@ -64,7 +64,9 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -93,11 +95,19 @@ impl Node {
             tablets: RwLock::new(BTreeMap::new()),
             incoming_snapshots: Mutex::new(HashMap::new()),
         });
-        let hosted = node.engine.scan_raw(Cf::Meta, b"replica/", Some(b"replica0"), usize::MAX)?;
+        let hosted = node
+            .engine
+            .scan_raw(Cf::Meta, b"replica/", Some(b"replica0"), usize::MAX)?;
         for (key, _) in hosted {
-            let id = key.get(8..16).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+            let id = key
+                .get(8..16)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes);
             let Some(id) = id else {
-                return Err(storage::StorageError::Corruption { what: "bad replica key".into() }.into());
+                return Err(storage::StorageError::Corruption {
+                    what: "bad replica key".into(),
+                }
+                .into());
             };
             node.open_replica(TabletId(id)).await?;
         }
@@ -123,30 +133,63 @@ impl Node {
 
     /// Initializes a new group for `tablet` with `members` (node id to address). Call it on
     /// exactly one node, once, after every member has created its replica.
-    pub async fn bootstrap(&self, tablet: TabletId, members: &BTreeMap<NodeId, String>) -> Result<()> {
+    pub async fn bootstrap(
+        &self,
+        tablet: TabletId,
+        members: &BTreeMap<NodeId, String>,
+    ) -> Result<()> {
         let replica = self.tablet(tablet)?;
-        replica.raft().initialize(Tablet::initial_members(members)).await.map_err(|e| {
-            TabletError::Membership { tablet, reason: e.to_string() }
-        })
+        replica
+            .raft()
+            .initialize(Tablet::initial_members(members))
+            .await
+            .map_err(|e| TabletError::Membership {
+                tablet,
+                reason: e.to_string(),
+            })
     }
 
     async fn open_replica(&self, tablet: TabletId) -> Result<Arc<Tablet>> {
         let mvcc = Arc::new(Mvcc::open(Arc::clone(&self.engine), tablet.keyspace())?);
         let (progress_tx, progress_rx) = watch::channel(Progress::default());
-        let stopped = |e: &dyn std::fmt::Display| TabletError::RaftStopped { tablet, reason: e.to_string() };
-        let machine = StateMachine::open(Arc::clone(&self.engine), Arc::clone(&mvcc), tablet, progress_tx)
-            .map_err(|e| stopped(&e))?;
+        let stopped = |e: &dyn std::fmt::Display| TabletError::RaftStopped {
+            tablet,
+            reason: e.to_string(),
+        };
+        let machine = StateMachine::open(
+            Arc::clone(&self.engine),
+            Arc::clone(&mvcc),
+            tablet,
+            progress_tx,
+        )
+        .map_err(|e| stopped(&e))?;
         let log = LogStore::new(Arc::clone(&self.engine), tablet);
         let network = NetworkFactory {
             transport: Arc::clone(&self.transport),
             tablet,
             snapshot_chunk_bytes: self.config.snapshot_chunk_bytes,
         };
-        let config = self.config.raft.to_openraft(&self.config.cluster).map_err(|e| stopped(&e))?;
-        let raft = Raft::new(self.id, Arc::new(config), network, log, machine).await.map_err(|e| stopped(&e))?;
-        let replica = Arc::new(Tablet::new(tablet, self.id, raft, mvcc, progress_rx, Arc::clone(&self.clock)));
+        let config = self
+            .config
+            .raft
+            .to_openraft(&self.config.cluster)
+            .map_err(|e| stopped(&e))?;
+        let raft = Raft::new(self.id, Arc::new(config), network, log, machine)
+            .await
+            .map_err(|e| stopped(&e))?;
+        let replica = Arc::new(Tablet::new(
+            tablet,
+            self.id,
+            raft,
+            mvcc,
+            progress_rx,
+            Arc::clone(&self.clock),
+        ));
         replica.start_closer(self.config.close_interval);
-        self.tablets.write().unwrap_or_else(|e| e.into_inner()).insert(tablet, Arc::clone(&replica));
+        self.tablets
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tablet, Arc::clone(&replica));
         Ok(replica)
     }
 
@@ -162,12 +205,21 @@ impl Node {
 
     /// Every tablet hosted here.
     pub fn tablets(&self) -> Vec<Arc<Tablet>> {
-        self.tablets.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.tablets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Stops the replica of `tablet` here, keeping its data (it reopens with the node).
     pub async fn close_tablet(&self, tablet: TabletId) -> Result<()> {
-        let replica = self.tablets.write().unwrap_or_else(|e| e.into_inner()).remove(&tablet);
+        let replica = self
+            .tablets
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&tablet);
         match replica {
             Some(replica) => {
                 replica.shutdown().await;
@@ -193,9 +245,10 @@ impl Node {
 
     /// Stops every replica (the data stays).
     pub async fn shutdown(&self) {
-        let tablets: Vec<_> = std::mem::take(&mut *self.tablets.write().unwrap_or_else(|e| e.into_inner()))
-            .into_values()
-            .collect();
+        let tablets: Vec<_> =
+            std::mem::take(&mut *self.tablets.write().unwrap_or_else(|e| e.into_inner()))
+                .into_values()
+                .collect();
         for tablet in tablets {
             tablet.shutdown().await;
         }
@@ -220,10 +273,20 @@ impl Node {
                 encode(&raft.pre_vote(request).await.map_err(|e| failed(&e))?).map_err(io)
             }
             RpcKind::TransferLeader => {
-                let request: TransferLeaderRequest<TypeConfig> = decode(&rpc.payload).map_err(io)?;
-                encode(&raft.handle_transfer_leader(request).await.map_err(|e| failed(&e))?).map_err(io)
+                let request: TransferLeaderRequest<TypeConfig> =
+                    decode(&rpc.payload).map_err(io)?;
+                encode(
+                    &raft
+                        .handle_transfer_leader(request)
+                        .await
+                        .map_err(|e| failed(&e))?,
+                )
+                .map_err(io)
             }
-            RpcKind::SnapshotChunk => self.receive_snapshot_chunk(raft, rpc.tablet, &rpc.payload).await,
+            RpcKind::SnapshotChunk => {
+                self.receive_snapshot_chunk(raft, rpc.tablet, &rpc.payload)
+                    .await
+            }
         }
     }
 
@@ -236,14 +299,20 @@ impl Node {
     ) -> std::result::Result<Vec<u8>, String> {
         let chunk: SnapshotChunk = decode(payload).map_err(|e| e.to_string())?;
         let complete = {
-            let mut incoming = self.incoming_snapshots.lock().unwrap_or_else(|e| e.into_inner());
+            let mut incoming = self
+                .incoming_snapshots
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             let buffer = incoming.entry(tablet).or_default();
             if chunk.offset == 0 {
                 buffer.clear();
             }
             if chunk.offset != buffer.len() as u64 {
                 incoming.remove(&tablet);
-                return Err(format!("snapshot chunk at {} out of order; restart the transfer", chunk.offset));
+                return Err(format!(
+                    "snapshot chunk at {} out of order; restart the transfer",
+                    chunk.offset
+                ));
             }
             buffer.extend_from_slice(&chunk.data);
             if (buffer.len() as u64) < chunk.total {
@@ -255,8 +324,14 @@ impl Node {
         let Some(bytes) = complete else {
             return encode(&None::<()>).map_err(|e| e.to_string());
         };
-        let snapshot = SnapshotOf::<TypeConfig, TabletSnapshot> { meta: chunk.meta, snapshot: TabletSnapshot { bytes } };
-        let response = raft.install_full_snapshot(chunk.vote, snapshot).await.map_err(|e| e.to_string())?;
+        let snapshot = SnapshotOf::<TypeConfig, TabletSnapshot> {
+            meta: chunk.meta,
+            snapshot: TabletSnapshot { bytes },
+        };
+        let response = raft
+            .install_full_snapshot(chunk.vote, snapshot)
+            .await
+            .map_err(|e| e.to_string())?;
         encode(&Some(response)).map_err(|e| e.to_string())
     }
 }

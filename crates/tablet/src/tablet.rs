@@ -111,10 +111,10 @@ impl Tablet {
             loop {
                 ticker.tick().await;
                 let Some(tablet) = weak.upgrade() else { return };
-                if tablet.raft.is_leader() {
-                    if let Err(e) = tablet.close_timestamp().await {
-                        tracing::debug!(tablet_id = %tablet.id, error = %e, "closing a timestamp failed");
-                    }
+                if tablet.raft.is_leader()
+                    && let Err(e) = tablet.close_timestamp().await
+                {
+                    tracing::debug!(tablet_id = %tablet.id, error = %e, "closing a timestamp failed");
                 }
             }
         });
@@ -137,17 +137,24 @@ impl Tablet {
 
     fn not_leader(&self) -> TabletError {
         let leader = self.raft.metrics().borrow_watched().current_leader;
-        TabletError::NotLeader { tablet: self.id, leader }
+        TabletError::NotLeader {
+            tablet: self.id,
+            leader,
+        }
     }
 
     fn stopped(&self, e: impl std::fmt::Display) -> TabletError {
-        TabletError::RaftStopped { tablet: self.id, reason: e.to_string() }
+        TabletError::RaftStopped {
+            tablet: self.id,
+            reason: e.to_string(),
+        }
     }
 
     /// Writes `mutations` at a timestamp this leader picks, once they are applied here;
     /// returns the timestamp. Does not commit-wait: that is the transaction layer's job.
     pub async fn write(&self, mutations: Vec<Mutation>) -> Result<Timestamp> {
-        self.propose(|ts| TabletCommand::Write { ts, mutations }).await
+        self.propose(|ts| TabletCommand::Write { ts, mutations })
+            .await
     }
 
     /// Proposes a closed timestamp now (the leader also does this on its own every
@@ -159,7 +166,11 @@ impl Tablet {
     /// Allocates a timestamp and proposes `command(ts)` under this leadership, in allocation
     /// order, then waits for it to be applied.
     async fn propose(&self, command: impl FnOnce(Timestamp) -> TabletCommand) -> Result<Timestamp> {
-        let leadership = self.raft.as_leader().map_err(|_| self.not_leader())?.to_committed_leader_id();
+        let leadership = self
+            .raft
+            .as_leader()
+            .map_err(|_| self.not_leader())?
+            .to_committed_leader_id();
         let (responder, applied) = ProgressResponder::complete_only();
         let ts = {
             // Held while proposing: commands enter the log in the order they were allocated.
@@ -177,12 +188,16 @@ impl Tablet {
                 .map_err(|e| self.stopped(e))?;
             ts
         };
-        let outcome = applied.await.map_err(|_| TabletError::Indeterminate { tablet: self.id })?;
+        let outcome = applied
+            .await
+            .map_err(|_| TabletError::Indeterminate { tablet: self.id })?;
         match outcome {
             Ok(response) => match response.data {
-                TabletResponse::StaleTimestamp { ts, floor } => {
-                    Err(TabletError::StaleTimestamp { tablet: self.id, ts, floor })
-                }
+                TabletResponse::StaleTimestamp { ts, floor } => Err(TabletError::StaleTimestamp {
+                    tablet: self.id,
+                    ts,
+                    floor,
+                }),
                 _ => Ok(ts),
             },
             Err(ClientWriteError::ForwardToLeader(_)) => Err(self.not_leader()),
@@ -200,10 +215,13 @@ impl Tablet {
         allocator: &mut Allocator,
         leadership: CommittedLeaderIdOf<TypeConfig>,
     ) -> Result<()> {
-        self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map_err(|e| match e.forward_to_leader() {
-            Some(_) => self.not_leader(),
-            None => self.stopped(e),
-        })?;
+        self.raft
+            .ensure_linearizable(ReadPolicy::ReadIndex)
+            .await
+            .map_err(|e| match e.forward_to_leader() {
+                Some(_) => self.not_leader(),
+                None => self.stopped(e),
+            })?;
         allocator.last = allocator.last.max(self.progress.borrow().safe_ts);
         allocator.leadership = Some(leadership);
         Ok(())
@@ -220,12 +238,21 @@ impl Tablet {
         let reached = tokio::time::timeout(timeout, progress.wait_for(|p| p.safe_ts >= ts)).await;
         match reached {
             Ok(Ok(_)) => Ok(()),
-            _ => Err(TabletError::NotYetSafe { tablet: self.id, ts, safe: self.safe_ts() }),
+            _ => Err(TabletError::NotYetSafe {
+                tablet: self.id,
+                ts,
+                safe: self.safe_ts(),
+            }),
         }
     }
 
     /// Reads `key` at `ts` on this replica, waiting up to `timeout` for `ts` to become safe.
-    pub async fn read(&self, key: &[u8], ts: Timestamp, timeout: Duration) -> Result<Option<Vec<u8>>> {
+    pub async fn read(
+        &self,
+        key: &[u8],
+        ts: Timestamp,
+        timeout: Duration,
+    ) -> Result<Option<Vec<u8>>> {
         self.wait_safe(ts, timeout).await?;
         Ok(self.mvcc.get(key, ts)?)
     }
@@ -245,14 +272,20 @@ impl Tablet {
 
     /// Adds `node` as a voter: first as a learner that catches up, then promoted.
     pub async fn add_replica(&self, node: NodeId, address: &str) -> Result<()> {
-        let membership = |e: &dyn std::fmt::Display| TabletError::Membership { tablet: self.id, reason: e.to_string() };
+        let membership = |e: &dyn std::fmt::Display| TabletError::Membership {
+            tablet: self.id,
+            reason: e.to_string(),
+        };
         self.raft
             .add_learner(node, BasicNode::new(address), true)
             .await
             .map_err(|e| membership(&e))?;
         let mut voters = self.voters();
         voters.insert(node);
-        self.raft.change_membership(voters, false).await.map_err(|e| membership(&e))?;
+        self.raft
+            .change_membership(voters, false)
+            .await
+            .map_err(|e| membership(&e))?;
         Ok(())
     }
 
@@ -263,27 +296,48 @@ impl Tablet {
         self.raft
             .change_membership(voters, false)
             .await
-            .map_err(|e| TabletError::Membership { tablet: self.id, reason: e.to_string() })?;
+            .map_err(|e| TabletError::Membership {
+                tablet: self.id,
+                reason: e.to_string(),
+            })?;
         Ok(())
     }
 
     fn voters(&self) -> BTreeSet<NodeId> {
-        self.raft.metrics().borrow_watched().membership_config.membership().voter_ids().collect()
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
     }
 
     /// Asks Raft to hand leadership to `to`.
     pub async fn transfer_leadership(&self, to: NodeId) -> Result<()> {
-        self.raft.trigger().transfer_leader(to).await.map_err(|e| self.stopped(e))
+        self.raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|e| self.stopped(e))
     }
 
     /// Makes this replica start an election now.
     pub async fn campaign(&self) -> Result<()> {
-        self.raft.trigger().elect(false).await.map_err(|e| self.stopped(e))
+        self.raft
+            .trigger()
+            .elect(false)
+            .await
+            .map_err(|e| self.stopped(e))
     }
 
     /// Builds a snapshot now and purges the log behind it.
     pub async fn snapshot(&self) -> Result<()> {
-        self.raft.trigger().snapshot().await.map_err(|e| self.stopped(e))
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| self.stopped(e))
     }
 
     /// The replica's view of the group.
@@ -305,7 +359,10 @@ impl Tablet {
     /// The first log index not yet purged, and the snapshot's last index, if any.
     pub fn log_bounds(&self) -> (Option<u64>, Option<u64>) {
         let raft = self.raft.metrics().borrow_watched().clone();
-        (raft.purged.map(|id| id.index), raft.snapshot.map(|id| id.index))
+        (
+            raft.purged.map(|id| id.index),
+            raft.snapshot.map(|id| id.index),
+        )
     }
 
     /// Stops the replica's Raft group and background tasks.
@@ -318,7 +375,12 @@ impl Tablet {
         }
     }
 
-    pub(crate) fn initial_members(members: &BTreeMap<NodeId, String>) -> BTreeMap<NodeId, BasicNode> {
-        members.iter().map(|(id, addr)| (*id, BasicNode::new(addr))).collect()
+    pub(crate) fn initial_members(
+        members: &BTreeMap<NodeId, String>,
+    ) -> BTreeMap<NodeId, BasicNode> {
+        members
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr)))
+            .collect()
     }
 }

@@ -324,7 +324,9 @@ impl Mvcc {
     /// keyspace, for a snapshot. Pair with [`Mvcc::stage_replace_all`] on the receiver.
     pub fn export_versions(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let upper = self.keyspace_end();
-        let mut rows = self.engine.scan_raw(Cf::Data, &self.keyspace, upper.as_deref(), usize::MAX)?;
+        let mut rows =
+            self.engine
+                .scan_raw(Cf::Data, &self.keyspace, upper.as_deref(), usize::MAX)?;
         for (key, _) in &mut rows {
             key.drain(..self.keyspace.len());
         }
@@ -340,20 +342,27 @@ impl Mvcc {
         versions: Vec<(Vec<u8>, Vec<u8>)>,
         watermark: Timestamp,
     ) {
-        let end = self.keyspace_end().unwrap_or_else(|| vec![0xFF; self.keyspace.len() + 1]);
+        let end = self
+            .keyspace_end()
+            .unwrap_or_else(|| vec![0xFF; self.keyspace.len() + 1]);
         batch.delete_range(Cf::Data, self.keyspace.clone(), end);
         for (key, value) in versions {
             let mut full = self.keyspace.clone();
             full.extend_from_slice(&key);
             batch.put(Cf::Data, full, value);
         }
-        batch.put(Cf::Meta, watermark_key(&self.keyspace), watermark.to_be_bytes().to_vec());
+        batch.put(
+            Cf::Meta,
+            watermark_key(&self.keyspace),
+            watermark.to_be_bytes().to_vec(),
+        );
     }
 
     /// Re-reads the GC watermark after [`Mvcc::stage_replace_all`] was written.
     pub fn reload_gc_watermark(&self) -> Result<()> {
         let reloaded = Mvcc::open(Arc::clone(&self.engine), self.keyspace.clone())?;
-        self.gc_watermark.store(reloaded.gc_watermark().as_nanos(), Ordering::Release);
+        self.gc_watermark
+            .store(reloaded.gc_watermark().as_nanos(), Ordering::Release);
         Ok(())
     }
 

@@ -10,10 +10,10 @@ use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
+use openraft::OptionalSend;
 use openraft::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::OptionalSend;
 use storage::{Cf, Engine, WriteBatch};
 
 use super::TypeConfig;
@@ -61,7 +61,11 @@ impl LogStore {
     }
 
     fn read<T: serde::de::DeserializeOwned>(&self, kind: u8) -> io::Result<Option<T>> {
-        match self.engine.get(Cf::RaftLog, &self.key(kind)).map_err(to_io)? {
+        match self
+            .engine
+            .get(Cf::RaftLog, &self.key(kind))
+            .map_err(to_io)?
+        {
             Some(bytes) => Ok(Some(decode(&bytes)?)),
             None => Ok(None),
         }
@@ -105,7 +109,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let upper = end.map_or_else(|| self.entries_end(), |e| self.entry_key(e));
         let rows = self
             .engine
-            .scan_raw(Cf::RaftLog, &self.entry_key(start), Some(&upper), usize::MAX)
+            .scan_raw(
+                Cf::RaftLog,
+                &self.entry_key(start),
+                Some(&upper),
+                usize::MAX,
+            )
             .map_err(to_io)?;
         rows.iter().map(|(_, value)| decode(value)).collect()
     }
@@ -128,7 +137,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some((_, value)) => Some(decode::<EntryOf<TypeConfig>>(&value)?.log_id()),
             None => last_purged_log_id,
         };
-        Ok(LogState { last_purged_log_id, last_log_id })
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -150,7 +162,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> io::Result<Option<LogIdOf<TypeConfig>>> {
-        Ok(self.read::<Option<LogIdOf<TypeConfig>>>(COMMITTED)?.flatten())
+        Ok(self
+            .read::<Option<LogIdOf<TypeConfig>>>(COMMITTED)?
+            .flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
@@ -164,7 +178,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         // Durable before Raft hears it is: the callback counts this copy toward a majority.
         let result = self.write(batch, true).await;
-        let reported = result.as_ref().map(|_| ()).map_err(|e| io::Error::new(e.kind(), e.to_string()));
+        let reported = result
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| io::Error::new(e.kind(), e.to_string()));
         callback.io_completed(reported);
         result
     }
@@ -179,7 +196,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogIdOf<TypeConfig>) -> io::Result<()> {
         let mut batch = WriteBatch::new();
         batch.put(Cf::RaftLog, self.key(PURGED), encode(&log_id)?);
-        batch.delete_range(Cf::RaftLog, self.entry_key(0), self.entry_key(log_id.index + 1));
+        batch.delete_range(
+            Cf::RaftLog,
+            self.entry_key(0),
+            self.entry_key(log_id.index + 1),
+        );
         // Synced: this also makes every earlier (unsynced) state machine write durable, as
         // RocksDB has one write-ahead log. The purged entries are then never needed again.
         self.write(batch, true).await

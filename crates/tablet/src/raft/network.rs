@@ -75,9 +75,16 @@ impl Connection {
         kind: RpcKind,
         request: &Req,
     ) -> Result<Resp, TransportError> {
-        let refused = |reason: String| TransportError::Refused { node: self.target, reason };
+        let refused = |reason: String| TransportError::Refused {
+            node: self.target,
+            reason,
+        };
         let payload = encode(request).map_err(|e| refused(e.to_string()))?;
-        let rpc = RaftRpc { tablet: self.tablet, kind, payload };
+        let rpc = RaftRpc {
+            tablet: self.tablet,
+            kind,
+            payload,
+        };
         let reply = self.transport.call(self.target, &self.address, rpc).await?;
         decode(&reply).map_err(|e| refused(format!("undecodable reply: {e}")))
     }
@@ -91,7 +98,9 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(RpcKind::AppendEntries, &rpc).await.map_err(|e| unreachable(&e))
+        self.call(RpcKind::AppendEntries, &rpc)
+            .await
+            .map_err(|e| unreachable(&e))
     }
 
     async fn vote(
@@ -99,7 +108,9 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         rpc: VoteRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(RpcKind::Vote, &rpc).await.map_err(|e| unreachable(&e))
+        self.call(RpcKind::Vote, &rpc)
+            .await
+            .map_err(|e| unreachable(&e))
     }
 
     async fn pre_vote(
@@ -107,7 +118,9 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         rpc: VoteRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(RpcKind::PreVote, &rpc).await.map_err(|e| unreachable(&e))
+        self.call(RpcKind::PreVote, &rpc)
+            .await
+            .map_err(|e| unreachable(&e))
     }
 
     async fn transfer_leader(
@@ -115,7 +128,9 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         req: TransferLeaderRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(RpcKind::TransferLeader, &req).await.map_err(|e| unreachable(&e))
+        self.call(RpcKind::TransferLeader, &req)
+            .await
+            .map_err(|e| unreachable(&e))
     }
 
     async fn full_snapshot(
@@ -138,7 +153,8 @@ impl RaftNetworkV2<TypeConfig> for Connection {
                 total,
                 data: bytes[offset..end].to_vec(),
             };
-            let sent = self.call::<_, Option<SnapshotResponse<TypeConfig>>>(RpcKind::SnapshotChunk, &chunk);
+            let sent = self
+                .call::<_, Option<SnapshotResponse<TypeConfig>>>(RpcKind::SnapshotChunk, &chunk);
             let reply = tokio::select! {
                 closed = &mut cancel => return Err(StreamingError::Closed(closed)),
                 reply = sent => reply,
@@ -147,7 +163,10 @@ impl RaftNetworkV2<TypeConfig> for Connection {
                 Ok(Some(response)) => return Ok(response),
                 Ok(None) if end < bytes.len() => offset = end,
                 Ok(None) => {
-                    let e = TransportError::Refused { node: self.target, reason: "snapshot not installed".into() };
+                    let e = TransportError::Refused {
+                        node: self.target,
+                        reason: "snapshot not installed".into(),
+                    };
                     return Err(StreamingError::Unreachable(Unreachable::new(&e)));
                 }
                 Err(e) => return Err(StreamingError::Unreachable(Unreachable::new(&e))),

@@ -74,8 +74,15 @@ impl StateMachine {
             Some(bytes) => decode(&bytes)?,
             None => AppliedState::default(),
         };
-        let machine =
-            StateMachine { engine, mvcc, applied_key, applied, progress, current_snapshot: CurrentSnapshot::default(), stale_rejections: 0 };
+        let machine = StateMachine {
+            engine,
+            mvcc,
+            applied_key,
+            applied,
+            progress,
+            current_snapshot: CurrentSnapshot::default(),
+            stale_rejections: 0,
+        };
         machine.publish();
         Ok(machine)
     }
@@ -192,7 +199,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> io::Result<()> {
         let payload: SnapshotPayload = decode(&snapshot.bytes)?;
         let mut batch = WriteBatch::new();
-        self.mvcc.stage_replace_all(&mut batch, payload.versions, payload.gc_watermark);
+        self.mvcc
+            .stage_replace_all(&mut batch, payload.versions, payload.gc_watermark);
         self.applied = AppliedState {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
@@ -203,7 +211,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.engine.write(batch, true).map_err(to_io)?;
         self.mvcc.reload_gc_watermark().map_err(to_io)?;
         self.publish();
-        *lock(&self.current_snapshot) = Some(SnapshotOf::<TypeConfig, TabletSnapshot> { meta: meta.clone(), snapshot });
+        *lock(&self.current_snapshot) = Some(SnapshotOf::<TypeConfig, TabletSnapshot> {
+            meta: meta.clone(),
+            snapshot,
+        });
         Ok(())
     }
 
@@ -228,16 +239,25 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> io::Result<SnapshotOf<TypeConfig, TabletSnapshot>> {
         let payload = std::mem::replace(
             &mut self.payload,
-            Err(storage::StorageError::InvalidArgument("snapshot already built".into())),
+            Err(storage::StorageError::InvalidArgument(
+                "snapshot already built".into(),
+            )),
         )
         .map_err(to_io)?;
-        let snapshot = TabletSnapshot { bytes: encode(&payload)? };
-        let built = SnapshotOf::<TypeConfig, TabletSnapshot> { meta: self.meta.clone(), snapshot };
+        let snapshot = TabletSnapshot {
+            bytes: encode(&payload)?,
+        };
+        let built = SnapshotOf::<TypeConfig, TabletSnapshot> {
+            meta: self.meta.clone(),
+            snapshot,
+        };
         *lock(&self.current) = Some(built.clone());
         Ok(built)
     }
 }
 
-fn lock(current: &CurrentSnapshot) -> std::sync::MutexGuard<'_, Option<SnapshotOf<TypeConfig, TabletSnapshot>>> {
+fn lock(
+    current: &CurrentSnapshot,
+) -> std::sync::MutexGuard<'_, Option<SnapshotOf<TypeConfig, TabletSnapshot>>> {
     current.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -50,7 +50,12 @@ impl LocalNetwork {
             loss: 0.0,
             rng: StdRng::seed_from_u64(seed),
         };
-        LocalNetwork { state: Arc::new(Mutex::new(State { handlers: HashMap::new(), faults })) }
+        LocalNetwork {
+            state: Arc::new(Mutex::new(State {
+                handlers: HashMap::new(),
+                faults,
+            })),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -64,13 +69,21 @@ impl LocalNetwork {
 
     /// The transport `node` sends with.
     pub fn endpoint(&self, node: NodeId) -> Arc<dyn Transport> {
-        Arc::new(LocalEndpoint { from: node, network: self.clone() })
+        Arc::new(LocalEndpoint {
+            from: node,
+            network: self.clone(),
+        })
     }
 
     /// Cuts `node` off from every other node, both ways.
     pub fn isolate(&self, node: NodeId) {
         let mut state = self.lock();
-        let others: Vec<NodeId> = state.handlers.keys().copied().filter(|n| *n != node).collect();
+        let others: Vec<NodeId> = state
+            .handlers
+            .keys()
+            .copied()
+            .filter(|n| *n != node)
+            .collect();
         for other in others {
             state.faults.cut.insert((node, other));
             state.faults.cut.insert((other, node));
@@ -119,10 +132,16 @@ impl LocalNetwork {
         let mut state = self.lock();
         let faults = &mut state.faults;
         if faults.cut.contains(&(from, to)) {
-            return Err(TransportError::Unreachable { node: to, reason: "partitioned".into() });
+            return Err(TransportError::Unreachable {
+                node: to,
+                reason: "partitioned".into(),
+            });
         }
         if faults.loss > 0.0 && faults.rng.random_bool(faults.loss) {
-            return Err(TransportError::Unreachable { node: to, reason: "message lost".into() });
+            return Err(TransportError::Unreachable {
+                node: to,
+                reason: "message lost".into(),
+            });
         }
         Ok(faults.delay)
     }
@@ -140,24 +159,34 @@ struct LocalEndpoint {
 }
 
 impl Transport for LocalEndpoint {
-    fn call(&self, target: NodeId, _address: &str, rpc: RaftRpc) -> BoxFuture<'static, Result<Vec<u8>, TransportError>> {
+    fn call(
+        &self,
+        target: NodeId,
+        _address: &str,
+        rpc: RaftRpc,
+    ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>> {
         let (from, network) = (self.from, self.network.clone());
         Box::pin(async move {
             let delay = network.admit(from, target)?;
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await; // simulated latency, not a wait for a condition
             }
-            let handler = network.handler(target).ok_or_else(|| TransportError::Unreachable {
-                node: target,
-                reason: "node is down".into(),
-            })?;
+            let handler = network
+                .handler(target)
+                .ok_or_else(|| TransportError::Unreachable {
+                    node: target,
+                    reason: "node is down".into(),
+                })?;
             let reply = handler.handle(rpc).await;
             // The reply crosses the network too: a partition that began meanwhile drops it.
             let delay = network.admit(target, from)?;
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            reply.map_err(|reason| TransportError::Refused { node: target, reason })
+            reply.map_err(|reason| TransportError::Refused {
+                node: target,
+                reason,
+            })
         })
     }
 }

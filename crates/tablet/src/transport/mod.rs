@@ -58,7 +58,13 @@ pub struct RaftRpc {
 
 impl fmt::Debug for RaftRpc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} for {} ({} B)", self.kind, self.tablet, self.payload.len())
+        write!(
+            f,
+            "{:?} for {} ({} B)",
+            self.kind,
+            self.tablet,
+            self.payload.len()
+        )
     }
 }
 
@@ -92,7 +98,12 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait Transport: Send + Sync + fmt::Debug + 'static {
     /// Sends `rpc` to `target` (at `address`, as recorded in the group's membership) and
     /// returns the encoded reply.
-    fn call(&self, target: NodeId, address: &str, rpc: RaftRpc) -> BoxFuture<'static, Result<Vec<u8>, TransportError>>;
+    fn call(
+        &self,
+        target: NodeId,
+        address: &str,
+        rpc: RaftRpc,
+    ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>>;
 }
 
 /// Receives Raft RPCs on a node (implemented by [`crate::Node`]).

@@ -1,0 +1,211 @@
+//! An in-process cluster: N nodes, each with its own RocksDB directory, talking over a
+//! [`LocalNetwork`] that tests can partition, delay and make lossy.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use storage::{KeyRange, ScanDirection};
+use tablet::{LocalNetwork, Mutation, Node, NodeConfig, NodeId, RpcHandler, Tablet, TabletId};
+use tempfile::TempDir;
+use truetime::{Clock, ReferenceTime, TestClock, Timestamp};
+
+use crate::wait_for;
+
+/// How long tests wait for a cluster condition before failing.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+struct Slot {
+    dir: TempDir,
+    clock: TestClock,
+    node: Option<Arc<Node>>,
+}
+
+/// Nodes `n1..=nN` in one process.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The network between the nodes.
+    pub network: LocalNetwork,
+    config: NodeConfig,
+    slots: BTreeMap<NodeId, Slot>,
+}
+
+/// The address a node is known by in group memberships.
+pub fn address(node: NodeId) -> String {
+    format!("local://{node}")
+}
+
+impl Cluster {
+    /// Starts `n` nodes with clocks on the system time (ε = 1 ms) and `config`.
+    pub async fn start(n: u64, seed: u64, config: NodeConfig) -> anyhow::Result<Cluster> {
+        let mut cluster = Cluster {
+            network: LocalNetwork::new(seed),
+            config,
+            slots: BTreeMap::new(),
+        };
+        for id in 1..=n {
+            let clock = TestClock::new(ReferenceTime::system(), Duration::from_millis(1));
+            let slot = Slot {
+                dir: tempfile::tempdir()?,
+                clock,
+                node: None,
+            };
+            cluster.slots.insert(NodeId(id), slot);
+            cluster.restart(NodeId(id)).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// Every node id, running or not.
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.slots.keys().copied().collect()
+    }
+
+    /// A running node.
+    pub fn node(&self, id: NodeId) -> Arc<Node> {
+        self.slots[&id]
+            .node
+            .clone()
+            .unwrap_or_else(|| panic!("{id} is not running"))
+    }
+
+    /// The test clock of a node.
+    pub fn clock(&self, id: NodeId) -> &TestClock {
+        &self.slots[&id].clock
+    }
+
+    /// Whether a node is running.
+    pub fn is_running(&self, id: NodeId) -> bool {
+        self.slots[&id].node.is_some()
+    }
+
+    /// Stops a node (as a crash would: nothing is flushed beyond what was already durable)
+    /// and keeps its directory.
+    pub async fn kill(&mut self, id: NodeId) {
+        if let Some(node) = self.slots.get_mut(&id).and_then(|s| s.node.take()) {
+            node.shutdown().await;
+        }
+    }
+
+    /// Starts (or restarts) a node from its directory.
+    pub async fn restart(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let slot = &self.slots[&id];
+        let clock: Arc<dyn Clock> = Arc::new(slot.clock.clone());
+        let node = Node::open(
+            id,
+            slot.dir.path(),
+            self.network.endpoint(id),
+            clock,
+            self.config.clone(),
+        )
+        .await?;
+        let handler: Arc<dyn RpcHandler> = node.clone();
+        self.network.register(id, Arc::downgrade(&handler));
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.node = Some(node);
+        }
+        Ok(())
+    }
+
+    /// Creates `tablet` replicated on `members`, bootstraps it, and waits for a leader.
+    pub async fn create_tablet(
+        &self,
+        tablet: TabletId,
+        members: &[NodeId],
+    ) -> anyhow::Result<NodeId> {
+        for &id in members {
+            self.node(id).create_tablet(tablet).await?;
+        }
+        let addresses: BTreeMap<NodeId, String> =
+            members.iter().map(|&id| (id, address(id))).collect();
+        self.node(members[0]).bootstrap(tablet, &addresses).await?;
+        self.wait_leader(tablet).await
+    }
+
+    /// The running replicas of `tablet`.
+    pub fn replicas(&self, tablet: TabletId) -> Vec<Arc<Tablet>> {
+        self.slots
+            .values()
+            .filter_map(|s| s.node.as_ref())
+            .filter_map(|n| n.tablet(tablet).ok())
+            .collect()
+    }
+
+    /// Waits until a running replica of `tablet` is leader and returns its node; if a
+    /// partitioned old leader still believes it leads, the leader of the newest term wins.
+    pub async fn wait_leader(&self, tablet: TabletId) -> anyhow::Result<NodeId> {
+        wait_for(&format!("a leader of {tablet}"), PATIENCE, || async {
+            self.replicas(tablet)
+                .iter()
+                .filter(|t| t.is_leader())
+                .map(|t| t.metrics())
+                .max_by_key(|m| m.term)
+                .map(|m| m.node)
+        })
+        .await
+    }
+
+    /// Writes through the current leader, retrying while leadership moves. Returns the
+    /// timestamp and the leader that acknowledged it.
+    pub async fn write(
+        &self,
+        tablet: TabletId,
+        mutations: Vec<Mutation>,
+    ) -> anyhow::Result<(Timestamp, NodeId)> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let leader = self.wait_leader(tablet).await?;
+            match self
+                .node(leader)
+                .tablet(tablet)?
+                .write(mutations.clone())
+                .await
+            {
+                Ok(ts) => return Ok((ts, leader)),
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Waits until every running replica of `tablet` is safe at `ts`, then returns each
+    /// replica's rows at `ts`.
+    pub async fn rows_everywhere(
+        &self,
+        tablet: TabletId,
+        ts: Timestamp,
+    ) -> anyhow::Result<Vec<(NodeId, Vec<(Vec<u8>, Vec<u8>)>)>> {
+        let mut out = Vec::new();
+        for replica in self.replicas(tablet) {
+            let page = replica
+                .scan(
+                    &KeyRange::all(),
+                    ts,
+                    usize::MAX,
+                    ScanDirection::Forward,
+                    PATIENCE,
+                )
+                .await?;
+            out.push((replica.metrics().node, page.rows));
+        }
+        Ok(out)
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(mut self) {
+        for id in self.ids() {
+            self.kill(id).await;
+        }
+    }
+}
+
+/// A put mutation.
+pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Mutation {
+    Mutation {
+        key: key.into(),
+        value: Some(value.into()),
+    }
+}
