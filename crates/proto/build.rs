@@ -2,7 +2,10 @@
 //! machine needs no protobuf-compiler package.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["../../proto/meridian/v1/time.proto"];
+    let protos = [
+        "../../proto/meridian/v1/time.proto",
+        "../../proto/meridian/v1/raft.proto",
+    ];
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure().compile_with_config(config, &protos, &["../../proto"])?;
