@@ -382,3 +382,14 @@ async fn twenty_tablets_on_one_cluster_make_progress_together() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_survive_a_slow_lossy_network() {
+    let cluster = three_nodes("lossy_network").await;
+    cluster.network.set_delay(Duration::from_millis(2));
+    cluster.network.set_loss(0.05);
+    let last = write_keys(&cluster, 0..20).await;
+    cluster.network.set_loss(0.0);
+    assert_keys_everywhere(&cluster, 20, last).await;
+    cluster.shutdown().await;
+}

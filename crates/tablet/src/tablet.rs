@@ -49,6 +49,7 @@ struct Allocator {
 
 /// A tablet's state as this replica sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TabletMetrics {
     /// The tablet.
     pub tablet: TabletId,
@@ -62,6 +63,8 @@ pub struct TabletMetrics {
     pub applied_index: Option<u64>,
     /// This replica's `t_paxos_safe`.
     pub safe_ts: Timestamp,
+    /// How far safe time trails `TT.now().latest` here (zero if the clock refuses).
+    pub safe_lag: Duration,
     /// Commands this replica rejected for a stale timestamp.
     pub stale_rejections: u64,
     /// Voters and learners of the group.
@@ -351,6 +354,11 @@ impl Tablet {
             term: raft.current_term,
             applied_index: progress.applied_index,
             safe_ts: progress.safe_ts,
+            safe_lag: self
+                .clock
+                .now()
+                .map(|now| now.latest.saturating_duration_since(progress.safe_ts))
+                .unwrap_or_default(),
             stale_rejections: progress.stale_rejections,
             voters: raft.membership_config.membership().voter_ids().collect(),
         }

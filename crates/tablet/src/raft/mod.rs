@@ -75,3 +75,8 @@ impl RaftConfig {
         config.validate().map_err(|e| e.to_string())
     }
 }
+
+#[cfg(test)]
+mod conformance_test;
+#[cfg(test)]
+mod state_machine_test;
