@@ -41,7 +41,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Err(e) => println!("   a read at the old timestamp is now refused: {e}"),
         Ok(_) => anyhow::bail!("a read below the GC watermark was served"),
     }
-    println!("\nThe layers work. Next: tablets as Raft groups, transactions, SQL (see docs/).");
+    let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+    crate::demo_tablets::run(shared, &dir).await?;
+    println!("\nThe layers work. Next: transactions, SQL and the cluster (see docs/).");
     syncer.stop().await;
     Ok(())
 }

@@ -7,6 +7,7 @@
 #![allow(clippy::print_stdout)] // a command-line tool talks on stdout
 
 mod demo;
+mod demo_tablets;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=error")),
         )
         .init();
     match Cli::parse().command {
