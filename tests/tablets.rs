@@ -393,3 +393,63 @@ async fn writes_survive_a_slow_lossy_network() {
     assert_keys_everywhere(&cluster, 20, last).await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_transaction_holds_safe_time_on_every_replica_until_decided() {
+    let cluster = three_nodes("prepared_safe_time").await;
+    let leader = cluster
+        .node(cluster.wait_leader(T1).await.unwrap())
+        .tablet(T1)
+        .unwrap();
+    let txn = locks::TxnId(7);
+    let prepare_ts = leader
+        .prepare(txn, vec![put(b"acct".to_vec(), b"50".to_vec())])
+        .await
+        .unwrap();
+    // Closed timestamps keep coming, but no replica's t_safe passes the prepare timestamp.
+    for replica in cluster.replicas(T1) {
+        wait_for("the prepare to reach the replica", PATIENCE, || async {
+            Some(()).filter(|_| replica.metrics().prepared == 1)
+        })
+        .await
+        .unwrap();
+        let err = replica
+            .read(b"acct", prepare_ts, Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, tablet::TabletError::NotYetSafe { .. }),
+            "{err}"
+        );
+    }
+    let commit_ts = prepare_ts.saturating_add(Duration::from_millis(1));
+    let outcome = leader.decide(txn, Some(commit_ts)).await.unwrap();
+    assert_eq!(outcome, tablet::TabletResponse::Applied);
+    let again = leader.decide(txn, Some(commit_ts)).await.unwrap();
+    assert_eq!(
+        again,
+        tablet::TabletResponse::AlreadyDecided {
+            commit_ts: Some(commit_ts)
+        }
+    );
+    for replica in cluster.replicas(T1) {
+        assert_eq!(
+            replica.read(b"acct", commit_ts, PATIENCE).await.unwrap(),
+            Some(b"50".to_vec())
+        );
+        assert_eq!(
+            replica
+                .read(b"acct", commit_ts.prev(), PATIENCE)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    // Later writes are allocated above the coordinator's commit timestamp.
+    let (after, _) = cluster
+        .write(T1, vec![put(b"other".to_vec(), b"x".to_vec())])
+        .await
+        .unwrap();
+    assert!(after > commit_ts);
+    cluster.shutdown().await;
+}

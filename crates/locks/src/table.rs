@@ -31,7 +31,9 @@ use truetime::Timestamp;
 use crate::{LockMode, LockTarget};
 
 /// A transaction attempt.
-#[derive(Copy, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Copy, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct TxnId(pub u64);
 
 impl fmt::Debug for TxnId {

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use locks::TxnId;
 use serde::{Deserialize, Serialize};
 use truetime::Timestamp;
 
@@ -42,13 +43,39 @@ pub enum TabletCommand {
         /// The promise.
         ts: Timestamp,
     },
+    /// Two-phase commit, phase one, on this participant: `txn`'s writes to this tablet are
+    /// recorded (not yet visible) with a prepare timestamp chosen by this tablet's leader.
+    /// Until the outcome is applied, safe time stays below `prepare_ts`.
+    Prepare {
+        /// The transaction.
+        txn: TxnId,
+        /// Above everything this tablet applied or closed before; `commit_ts >= prepare_ts`.
+        prepare_ts: Timestamp,
+        /// The transaction's writes to this tablet.
+        mutations: Vec<Mutation>,
+    },
+    /// The outcome of a prepared transaction: its writes become versions at `commit_ts`.
+    Commit {
+        /// The transaction.
+        txn: TxnId,
+        /// Chosen by the coordinator, at or above every participant's prepare timestamp.
+        commit_ts: Timestamp,
+    },
+    /// The outcome of a prepared (or unknown) transaction: its writes are dropped.
+    Abort {
+        /// The transaction.
+        txn: TxnId,
+    },
 }
 
 impl TabletCommand {
-    /// The timestamp the command carries.
-    pub fn ts(&self) -> Timestamp {
+    /// The timestamp the command carries, if any.
+    pub fn ts(&self) -> Option<Timestamp> {
         match self {
-            TabletCommand::Write { ts, .. } | TabletCommand::Close { ts } => *ts,
+            TabletCommand::Write { ts, .. } | TabletCommand::Close { ts } => Some(*ts),
+            TabletCommand::Prepare { prepare_ts, .. } => Some(*prepare_ts),
+            TabletCommand::Commit { commit_ts, .. } => Some(*commit_ts),
+            TabletCommand::Abort { .. } => None,
         }
     }
 }
@@ -60,6 +87,19 @@ impl fmt::Display for TabletCommand {
                 write!(f, "write {} mutations at {ts}", mutations.len())
             }
             TabletCommand::Close { ts } => write!(f, "close {ts}"),
+            TabletCommand::Prepare {
+                txn,
+                prepare_ts,
+                mutations,
+            } => {
+                write!(
+                    f,
+                    "prepare {txn:?} ({} mutations) at {prepare_ts}",
+                    mutations.len()
+                )
+            }
+            TabletCommand::Commit { txn, commit_ts } => write!(f, "commit {txn:?} at {commit_ts}"),
+            TabletCommand::Abort { txn } => write!(f, "abort {txn:?}"),
         }
     }
 }
@@ -80,4 +120,21 @@ pub enum TabletResponse {
         /// The tablet's floor when it was rejected.
         floor: Timestamp,
     },
+    /// The transaction's outcome was already decided; the command changed nothing. Retried
+    /// and duplicated outcome messages land here, so no transaction is applied twice.
+    AlreadyDecided {
+        /// What was decided: the commit timestamp, or `None` for an abort.
+        commit_ts: Option<Timestamp>,
+    },
+    /// A commit for a transaction this tablet never prepared, or below its prepare timestamp.
+    NotPrepared,
+}
+
+/// A prepared, undecided transaction on a participant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedTxn {
+    /// Its prepare timestamp.
+    pub prepare_ts: Timestamp,
+    /// Its writes to this tablet.
+    pub mutations: Vec<Mutation>,
 }

@@ -36,6 +36,14 @@ pub enum TabletError {
         /// The floor.
         floor: Timestamp,
     },
+    /// The transaction's outcome was already decided here; it cannot prepare again.
+    #[error("{tablet}: {txn:?} was already decided; it cannot prepare again")]
+    AlreadyDecided {
+        /// The tablet.
+        tablet: TabletId,
+        /// The transaction.
+        txn: locks::TxnId,
+    },
     /// A read above this replica's safe time did not become safe within the deadline.
     #[error("{tablet}: read at {ts} is above safe time {safe}; retry later or at the leader")]
     NotYetSafe {

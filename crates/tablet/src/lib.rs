@@ -20,7 +20,7 @@ mod raft;
 mod tablet;
 pub mod transport;
 
-pub use command::{Mutation, TabletCommand, TabletResponse};
+pub use command::{Mutation, PreparedTxn, TabletCommand, TabletResponse};
 pub use error::{Result, TabletError};
 pub use ids::{NodeId, TabletId};
 pub use node::{Node, NodeConfig};
@@ -35,8 +35,13 @@ use truetime::Timestamp;
 pub struct Progress {
     /// The last applied log index.
     pub applied_index: Option<u64>,
-    /// `t_paxos_safe`: every write at or below it has been applied here.
+    /// `t_safe = min(t_paxos_safe, t_tm_safe)`: reads at or below it are served here.
     pub safe_ts: Timestamp,
+    /// `t_paxos_safe`: every write at or below it has been applied here (prepared
+    /// transactions aside, which commit at or above their prepare timestamps).
+    pub paxos_safe_ts: Timestamp,
+    /// Prepared transactions awaiting their outcome.
+    pub prepared: usize,
     /// Commands rejected for a stale timestamp.
     pub stale_rejections: u64,
 }

@@ -238,6 +238,7 @@ impl Node {
         mvcc.stage_replace_all(&mut batch, Vec::new(), truetime::Timestamp::ZERO);
         LogStore::new(Arc::clone(&self.engine), tablet).stage_destroy(&mut batch);
         batch.delete(Cf::Meta, StateMachine::applied_key(tablet));
+        StateMachine::stage_destroy_txn_records(tablet, &mut batch);
         batch.delete(Cf::Meta, replica_key(tablet));
         self.engine.write(batch, true)?;
         Ok(())

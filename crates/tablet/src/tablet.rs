@@ -38,6 +38,15 @@ use crate::error::{Result, TabletError};
 use crate::raft::{Raft, TypeConfig};
 use crate::{Mutation, NodeId, Progress, TabletCommand, TabletId, TabletResponse};
 
+/// Where a proposal's timestamp comes from.
+#[derive(Debug, Clone, Copy)]
+enum Stamp {
+    /// The leader allocates the next one.
+    Allocate,
+    /// It was chosen elsewhere; the allocator moves past it.
+    Given(Timestamp),
+}
+
 /// The leader's timestamp allocator.
 #[derive(Debug, Default)]
 struct Allocator {
@@ -61,8 +70,12 @@ pub struct TabletMetrics {
     pub term: u64,
     /// The last applied log index.
     pub applied_index: Option<u64>,
-    /// This replica's `t_paxos_safe`.
+    /// This replica's `t_safe = min(t_paxos_safe, t_tm_safe)`.
     pub safe_ts: Timestamp,
+    /// This replica's `t_paxos_safe`.
+    pub paxos_safe_ts: Timestamp,
+    /// Prepared transactions awaiting their outcome here.
+    pub prepared: usize,
     /// How far safe time trails `TT.now().latest` here (zero if the clock refuses).
     pub safe_lag: Duration,
     /// Commands this replica rejected for a stale timestamp.
@@ -156,19 +169,76 @@ impl Tablet {
     /// Writes `mutations` at a timestamp this leader picks, once they are applied here;
     /// returns the timestamp. Does not commit-wait: that is the transaction layer's job.
     pub async fn write(&self, mutations: Vec<Mutation>) -> Result<Timestamp> {
-        self.propose(|ts| TabletCommand::Write { ts, mutations })
-            .await
+        let command = |ts| TabletCommand::Write { ts, mutations };
+        let (ts, response) = self.propose(Stamp::Allocate, command).await?;
+        self.expect_applied(response)?;
+        Ok(ts)
     }
 
     /// Proposes a closed timestamp now (the leader also does this on its own every
     /// `close_interval`); returns it once applied here.
     pub async fn close_timestamp(&self) -> Result<Timestamp> {
-        self.propose(|ts| TabletCommand::Close { ts }).await
+        let (ts, response) = self
+            .propose(Stamp::Allocate, |ts| TabletCommand::Close { ts })
+            .await?;
+        self.expect_applied(response)?;
+        Ok(ts)
     }
 
-    /// Allocates a timestamp and proposes `command(ts)` under this leadership, in allocation
-    /// order, then waits for it to be applied.
-    async fn propose(&self, command: impl FnOnce(Timestamp) -> TabletCommand) -> Result<Timestamp> {
+    /// 2PC phase one on this participant's leader: records `txn`'s writes to this tablet
+    /// with a prepare timestamp this leader picks, and returns it. Safe time stays below it
+    /// until the outcome is applied.
+    pub async fn prepare(&self, txn: locks::TxnId, mutations: Vec<Mutation>) -> Result<Timestamp> {
+        let command = |prepare_ts| TabletCommand::Prepare {
+            txn,
+            prepare_ts,
+            mutations,
+        };
+        let (ts, response) = self.propose(Stamp::Allocate, command).await?;
+        match response {
+            TabletResponse::AlreadyDecided { .. } => Err(TabletError::AlreadyDecided {
+                tablet: self.id,
+                txn,
+            }),
+            other => self.expect_applied(other).map(|()| ts),
+        }
+    }
+
+    /// Applies the outcome of a prepared transaction: `Some(commit_ts)` commits its writes at
+    /// `commit_ts`, `None` aborts. Idempotent: a repeated outcome returns what was decided.
+    pub async fn decide(
+        &self,
+        txn: locks::TxnId,
+        outcome: Option<Timestamp>,
+    ) -> Result<TabletResponse> {
+        let command = |_| match outcome {
+            Some(commit_ts) => TabletCommand::Commit { txn, commit_ts },
+            None => TabletCommand::Abort { txn },
+        };
+        let stamp = Stamp::Given(outcome.unwrap_or(Timestamp::ZERO));
+        Ok(self.propose(stamp, command).await?.1)
+    }
+
+    fn expect_applied(&self, response: TabletResponse) -> Result<()> {
+        match response {
+            TabletResponse::StaleTimestamp { ts, floor } => Err(TabletError::StaleTimestamp {
+                tablet: self.id,
+                ts,
+                floor,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Proposes `command(ts)` under this leadership, in timestamp order, then waits for it to
+    /// be applied. With [`Stamp::Allocate`] the leader picks `ts`; with [`Stamp::Given`] the
+    /// timestamp came from elsewhere (a coordinator's commit timestamp) and later
+    /// allocations start above it.
+    async fn propose(
+        &self,
+        stamp: Stamp,
+        command: impl FnOnce(Timestamp) -> TabletCommand,
+    ) -> Result<(Timestamp, TabletResponse)> {
         let leadership = self
             .raft
             .as_leader()
@@ -181,8 +251,11 @@ impl Tablet {
             if allocator.leadership != Some(leadership) {
                 self.inherit_floor(&mut allocator, leadership).await?;
             }
-            let ts = self.clock.now()?.latest.max(allocator.last.next());
-            allocator.last = ts;
+            let ts = match stamp {
+                Stamp::Allocate => self.clock.now()?.latest.max(allocator.last.next()),
+                Stamp::Given(ts) => ts,
+            };
+            allocator.last = allocator.last.max(ts);
             self.raft
                 .write(command(ts))
                 .with_leader(leadership)
@@ -195,14 +268,7 @@ impl Tablet {
             .await
             .map_err(|_| TabletError::Indeterminate { tablet: self.id })?;
         match outcome {
-            Ok(response) => match response.data {
-                TabletResponse::StaleTimestamp { ts, floor } => Err(TabletError::StaleTimestamp {
-                    tablet: self.id,
-                    ts,
-                    floor,
-                }),
-                _ => Ok(ts),
-            },
+            Ok(response) => Ok((ts, response.data)),
             Err(ClientWriteError::ForwardToLeader(_)) => Err(self.not_leader()),
             Err(ClientWriteError::LogEntryDiscarded(_)) => {
                 Err(TabletError::Indeterminate { tablet: self.id })
@@ -225,12 +291,12 @@ impl Tablet {
                 Some(_) => self.not_leader(),
                 None => self.stopped(e),
             })?;
-        allocator.last = allocator.last.max(self.progress.borrow().safe_ts);
+        allocator.last = allocator.last.max(self.progress.borrow().paxos_safe_ts);
         allocator.leadership = Some(leadership);
         Ok(())
     }
 
-    /// This replica's `t_paxos_safe`: reads at or below it are served here without locks.
+    /// This replica's `t_safe`: reads at or below it are served here without locks.
     pub fn safe_ts(&self) -> Timestamp {
         self.progress.borrow().safe_ts
     }
@@ -279,6 +345,7 @@ impl Tablet {
             tablet: self.id,
             reason: e.to_string(),
         };
+        self.settle_membership().await?;
         self.raft
             .add_learner(node, BasicNode::new(address), true)
             .await
@@ -292,8 +359,22 @@ impl Tablet {
         Ok(())
     }
 
+    /// Waits until this leader has committed an entry of its own term, and with it every
+    /// earlier membership change: openraft refuses a change while another is uncommitted.
+    async fn settle_membership(&self) -> Result<()> {
+        self.raft
+            .ensure_linearizable(ReadPolicy::ReadIndex)
+            .await
+            .map_err(|e| match e.forward_to_leader() {
+                Some(_) => self.not_leader(),
+                None => self.stopped(e),
+            })?;
+        Ok(())
+    }
+
     /// Removes `node` from the group.
     pub async fn remove_replica(&self, node: NodeId) -> Result<()> {
+        self.settle_membership().await?;
         let mut voters = self.voters();
         voters.remove(&node);
         self.raft
@@ -354,6 +435,8 @@ impl Tablet {
             term: raft.current_term,
             applied_index: progress.applied_index,
             safe_ts: progress.safe_ts,
+            paxos_safe_ts: progress.paxos_safe_ts,
+            prepared: progress.prepared,
             safe_lag: self
                 .clock
                 .now()

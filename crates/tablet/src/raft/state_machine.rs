@@ -7,10 +7,12 @@
 //! own: the log entries they come from are, and a purge of the log syncs the write-ahead log
 //! first (see `log_store.rs`).
 
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
+use locks::TxnId;
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
@@ -21,7 +23,7 @@ use truetime::Timestamp;
 
 use super::codec::{decode, encode};
 use super::{TabletSnapshot, TypeConfig};
-use crate::{Progress, TabletCommand, TabletId, TabletResponse};
+use crate::{Mutation, PreparedTxn, Progress, TabletCommand, TabletId, TabletResponse};
 
 /// What the state machine has applied, persisted with the rows.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -39,6 +41,93 @@ pub(crate) struct SnapshotPayload {
     floor: Timestamp,
     gc_watermark: Timestamp,
     versions: Vec<(Vec<u8>, Vec<u8>)>,
+    txns: TxnRecords,
+}
+
+/// Two-phase-commit state of a participant: prepared transactions awaiting their outcome,
+/// and the outcomes already applied (so a duplicate outcome is recognised, never re-applied).
+/// Persisted under `txn/<tablet>/` in the `meta` column family, one key per transaction.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct TxnRecords {
+    pub(crate) prepared: BTreeMap<TxnId, PreparedTxn>,
+    /// The commit timestamp, or `None` for an abort.
+    pub(crate) decided: BTreeMap<TxnId, Option<Timestamp>>,
+}
+
+const PREPARED: u8 = b'p';
+const DECIDED: u8 = b'd';
+
+fn txn_prefix(tablet: TabletId) -> Vec<u8> {
+    let mut prefix = b"txn/".to_vec();
+    prefix.extend_from_slice(&tablet.0.to_be_bytes());
+    prefix
+}
+
+fn txn_key(prefix: &[u8], kind: u8, txn: TxnId) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.push(kind);
+    key.extend_from_slice(&txn.0.to_be_bytes());
+    key
+}
+
+impl TxnRecords {
+    fn load(engine: &Engine, prefix: &[u8]) -> io::Result<TxnRecords> {
+        let end = storage::prefix_successor(prefix);
+        let rows = engine
+            .scan_raw(Cf::Meta, prefix, end.as_deref(), usize::MAX)
+            .map_err(to_io)?;
+        let mut records = TxnRecords::default();
+        for (key, value) in rows {
+            let txn = key
+                .get(prefix.len() + 1..)
+                .and_then(|b| b.try_into().ok())
+                .map(|b| TxnId(u64::from_be_bytes(b)))
+                .ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidData, "bad transaction record key")
+                })?;
+            match key.get(prefix.len()) {
+                Some(&PREPARED) => {
+                    records.prepared.insert(txn, decode(&value)?);
+                }
+                Some(&DECIDED) => {
+                    records.decided.insert(txn, decode(&value)?);
+                }
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "bad transaction record kind",
+                    ));
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// Stages the replacement of every record under `prefix` by `self`.
+    fn stage_replace(&self, prefix: &[u8], batch: &mut WriteBatch) -> io::Result<()> {
+        stage_delete_txn_records(prefix, batch);
+        for (txn, prepared) in &self.prepared {
+            batch.put(Cf::Meta, txn_key(prefix, PREPARED, *txn), encode(prepared)?);
+        }
+        for (txn, outcome) in &self.decided {
+            batch.put(Cf::Meta, txn_key(prefix, DECIDED, *txn), encode(outcome)?);
+        }
+        Ok(())
+    }
+
+    /// Just below the smallest prepare timestamp: `t_tm_safe`.
+    fn tm_safe(&self) -> Timestamp {
+        self.prepared
+            .values()
+            .map(|p| p.prepare_ts.prev())
+            .min()
+            .unwrap_or(Timestamp::MAX)
+    }
+}
+
+fn stage_delete_txn_records(prefix: &[u8], batch: &mut WriteBatch) {
+    let end = storage::prefix_successor(prefix).unwrap_or_else(|| vec![0xFF; prefix.len() + 1]);
+    batch.delete_range(Cf::Meta, prefix.to_vec(), end);
 }
 
 /// The state machine of one tablet replica.
@@ -51,6 +140,8 @@ pub(crate) struct StateMachine {
     progress: watch::Sender<Progress>,
     current_snapshot: CurrentSnapshot,
     stale_rejections: u64,
+    txn_prefix: Vec<u8>,
+    txns: TxnRecords,
 }
 
 /// The newest snapshot, shared with the builders that produce it.
@@ -74,6 +165,8 @@ impl StateMachine {
             Some(bytes) => decode(&bytes)?,
             None => AppliedState::default(),
         };
+        let txn_prefix = txn_prefix(tablet);
+        let txns = TxnRecords::load(&engine, &txn_prefix)?;
         let machine = StateMachine {
             engine,
             mvcc,
@@ -82,6 +175,8 @@ impl StateMachine {
             progress,
             current_snapshot: CurrentSnapshot::default(),
             stale_rejections: 0,
+            txn_prefix,
+            txns,
         };
         machine.publish();
         Ok(machine)
@@ -94,17 +189,24 @@ impl StateMachine {
         key
     }
 
-    fn publish(&self) {
+    pub(crate) fn publish(&self) {
         let progress = Progress {
             applied_index: self.applied.last_applied.map(|id| id.index),
-            safe_ts: self.applied.floor,
+            // t_safe = min(t_paxos_safe, t_tm_safe).
+            safe_ts: self.applied.floor.min(self.txns.tm_safe()),
+            paxos_safe_ts: self.applied.floor,
+            prepared: self.txns.prepared.len(),
             stale_rejections: self.stale_rejections,
         };
         self.progress.send_replace(progress);
     }
 
     /// Applies one command to `batch`; the floor rule makes every replica decide alike.
-    fn apply_command(&mut self, command: TabletCommand, batch: &mut WriteBatch) -> TabletResponse {
+    pub(crate) fn apply_command(
+        &mut self,
+        command: TabletCommand,
+        batch: &mut WriteBatch,
+    ) -> TabletResponse {
         match command {
             TabletCommand::Write { ts, mutations } => {
                 let floor = self.applied.floor;
@@ -125,10 +227,98 @@ impl StateMachine {
                 self.applied.floor = self.applied.floor.max(ts);
                 TabletResponse::Applied
             }
+            TabletCommand::Prepare {
+                txn,
+                prepare_ts,
+                mutations,
+            } => self.apply_prepare(txn, prepare_ts, mutations, batch),
+            TabletCommand::Commit { txn, commit_ts } => {
+                self.apply_outcome(txn, Some(commit_ts), batch)
+            }
+            TabletCommand::Abort { txn } => self.apply_outcome(txn, None, batch),
         }
     }
 
-    fn write_applied(&self, mut batch: WriteBatch) -> io::Result<()> {
+    fn apply_prepare(
+        &mut self,
+        txn: TxnId,
+        prepare_ts: Timestamp,
+        mutations: Vec<Mutation>,
+        batch: &mut WriteBatch,
+    ) -> TabletResponse {
+        if let Some(commit_ts) = self.txns.decided.get(&txn) {
+            return TabletResponse::AlreadyDecided {
+                commit_ts: *commit_ts,
+            };
+        }
+        if self.txns.prepared.contains_key(&txn) {
+            return TabletResponse::Applied; // a duplicate prepare: the first one counts
+        }
+        let floor = self.applied.floor;
+        if prepare_ts <= floor {
+            self.stale_rejections += 1;
+            return TabletResponse::StaleTimestamp {
+                ts: prepare_ts,
+                floor,
+            };
+        }
+        let prepared = PreparedTxn {
+            prepare_ts,
+            mutations,
+        };
+        match encode(&prepared) {
+            Ok(bytes) => batch.put(Cf::Meta, txn_key(&self.txn_prefix, PREPARED, txn), bytes),
+            Err(e) => tracing::error!(error = %e, "cannot encode a prepared transaction"),
+        }
+        self.txns.prepared.insert(txn, prepared);
+        self.applied.floor = prepare_ts;
+        TabletResponse::Applied
+    }
+
+    /// Applies a commit (`Some(commit_ts)`) or an abort (`None`) exactly once.
+    fn apply_outcome(
+        &mut self,
+        txn: TxnId,
+        outcome: Option<Timestamp>,
+        batch: &mut WriteBatch,
+    ) -> TabletResponse {
+        if let Some(decided) = self.txns.decided.get(&txn) {
+            return TabletResponse::AlreadyDecided {
+                commit_ts: *decided,
+            };
+        }
+        let prepared = self.txns.prepared.get(&txn);
+        if let Some(commit_ts) = outcome {
+            match prepared {
+                Some(p) if commit_ts >= p.prepare_ts => {}
+                _ => return TabletResponse::NotPrepared,
+            }
+        }
+        if let (Some(prepared), Some(commit_ts)) = (self.txns.prepared.remove(&txn), outcome) {
+            for mutation in prepared.mutations {
+                match mutation.value {
+                    Some(value) => self.mvcc.put(batch, &mutation.key, commit_ts, &value),
+                    None => self.mvcc.delete(batch, &mutation.key, commit_ts),
+                }
+            }
+            self.applied.floor = self.applied.floor.max(commit_ts);
+        }
+        self.txns.prepared.remove(&txn);
+        batch.delete(Cf::Meta, txn_key(&self.txn_prefix, PREPARED, txn));
+        match encode(&outcome) {
+            Ok(bytes) => batch.put(Cf::Meta, txn_key(&self.txn_prefix, DECIDED, txn), bytes),
+            Err(e) => tracing::error!(error = %e, "cannot encode a transaction outcome"),
+        }
+        self.txns.decided.insert(txn, outcome);
+        TabletResponse::Applied
+    }
+
+    /// Stages the removal of `tablet`'s transaction records (when the replica is destroyed).
+    pub(crate) fn stage_destroy_txn_records(tablet: TabletId, batch: &mut WriteBatch) {
+        stage_delete_txn_records(&txn_prefix(tablet), batch);
+    }
+
+    pub(crate) fn write_applied(&self, mut batch: WriteBatch) -> io::Result<()> {
         batch.put(Cf::Meta, self.applied_key.clone(), encode(&self.applied)?);
         self.engine.write(batch, false).map_err(to_io)
     }
@@ -188,6 +378,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 floor: self.applied.floor,
                 gc_watermark: self.mvcc.gc_watermark(),
                 versions,
+                txns: self.txns.clone(),
             }),
         }
     }
@@ -201,6 +392,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut batch = WriteBatch::new();
         self.mvcc
             .stage_replace_all(&mut batch, payload.versions, payload.gc_watermark);
+        payload.txns.stage_replace(&self.txn_prefix, &mut batch)?;
+        self.txns = payload.txns;
         self.applied = AppliedState {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),

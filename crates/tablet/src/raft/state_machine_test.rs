@@ -71,3 +71,137 @@ async fn commands_at_or_below_the_floor_are_rejected_and_change_nothing() {
     );
     assert_eq!(value(21), Some(21u64.to_be_bytes().to_vec()));
 }
+
+/// Applies one command outside Raft and returns the state machine's response.
+fn apply_one(machine: &mut StateMachine, command: TabletCommand) -> crate::TabletResponse {
+    let mut batch = storage::WriteBatch::new();
+    let response = machine.apply_command(command, &mut batch);
+    machine.write_applied(batch).unwrap();
+    machine.publish();
+    response
+}
+
+#[tokio::test]
+async fn a_prepared_transaction_holds_safe_time_below_it_until_its_outcome() {
+    use crate::TabletResponse::{AlreadyDecided, Applied, NotPrepared};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(Engine::open(dir.path(), &EngineOptions::default()).unwrap());
+    let tablet = TabletId(3);
+    let mvcc = Arc::new(Mvcc::open(Arc::clone(&engine), tablet.keyspace()).unwrap());
+    let (tx, progress) = watch::channel(Progress::default());
+    let mut machine =
+        StateMachine::open(Arc::clone(&engine), Arc::clone(&mvcc), tablet, tx).unwrap();
+    let ts = Timestamp::from_nanos;
+    let (t1, t2) = (locks::TxnId(1), locks::TxnId(2));
+    let mutation = |v: &[u8]| {
+        vec![Mutation {
+            key: b"k".to_vec(),
+            value: Some(v.to_vec()),
+        }]
+    };
+
+    let prepare = TabletCommand::Prepare {
+        txn: t1,
+        prepare_ts: ts(100),
+        mutations: mutation(b"one"),
+    };
+    assert_eq!(apply_one(&mut machine, prepare.clone()), Applied);
+    assert_eq!(
+        apply_one(&mut machine, prepare),
+        Applied,
+        "a duplicate prepare is harmless"
+    );
+    apply_one(&mut machine, TabletCommand::Close { ts: ts(500) });
+    let p = *progress.borrow();
+    assert_eq!(p.paxos_safe_ts, ts(500));
+    assert_eq!(
+        p.safe_ts,
+        ts(99),
+        "t_safe = min(t_paxos_safe, prepare_ts - 1)"
+    );
+    assert_eq!(p.prepared, 1);
+    assert_eq!(
+        mvcc.get(b"k", ts(500)).unwrap(),
+        None,
+        "prepared writes are not visible"
+    );
+
+    // The prepared record survives a restart.
+    drop(machine);
+    let (tx, progress) = watch::channel(Progress::default());
+    let mut machine = StateMachine::open(engine, Arc::clone(&mvcc), tablet, tx).unwrap();
+    assert_eq!(progress.borrow().safe_ts, ts(99));
+
+    assert_eq!(
+        apply_one(
+            &mut machine,
+            TabletCommand::Commit {
+                txn: t1,
+                commit_ts: ts(50)
+            }
+        ),
+        NotPrepared,
+        "below the prepare timestamp"
+    );
+    assert_eq!(
+        apply_one(
+            &mut machine,
+            TabletCommand::Commit {
+                txn: t1,
+                commit_ts: ts(300)
+            }
+        ),
+        Applied
+    );
+    assert_eq!(
+        apply_one(
+            &mut machine,
+            TabletCommand::Commit {
+                txn: t1,
+                commit_ts: ts(300)
+            }
+        ),
+        AlreadyDecided {
+            commit_ts: Some(ts(300))
+        }
+    );
+    assert_eq!(
+        apply_one(&mut machine, TabletCommand::Abort { txn: t1 }),
+        AlreadyDecided {
+            commit_ts: Some(ts(300))
+        }
+    );
+    assert_eq!(progress.borrow().safe_ts, ts(500));
+    assert_eq!(mvcc.get(b"k", ts(299)).unwrap(), None);
+    assert_eq!(
+        mvcc.get(b"k", ts(300)).unwrap(),
+        Some(b"one".to_vec()),
+        "committed at commit_ts"
+    );
+
+    // Presumed abort: an abort recorded first keeps a late commit out.
+    assert_eq!(
+        apply_one(&mut machine, TabletCommand::Abort { txn: t2 }),
+        Applied
+    );
+    assert_eq!(
+        apply_one(
+            &mut machine,
+            TabletCommand::Commit {
+                txn: t2,
+                commit_ts: ts(600)
+            }
+        ),
+        AlreadyDecided { commit_ts: None }
+    );
+    let late = TabletCommand::Prepare {
+        txn: t2,
+        prepare_ts: ts(700),
+        mutations: mutation(b"two"),
+    };
+    assert_eq!(
+        apply_one(&mut machine, late),
+        AlreadyDecided { commit_ts: None }
+    );
+    assert_eq!(progress.borrow().prepared, 0);
+}
