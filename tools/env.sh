@@ -58,7 +58,7 @@ save_rocksdb_archive() {
     dir=$(rocksdb_cache_dir)
     [ -f "$dir/librocksdb.a" ] && return 0
     out=$(ls -td "$CARGO_TARGET_DIR"/debug/build/librocksdb-sys-*/out 2>/dev/null | while read -r d; do
-        [ -f "$d/librocksdb.a" ] && [ -f "$d/libsnappy.a" ] && echo "$d" && break; done)
+        [ -f "$d/librocksdb.a" ] && [ -f "$d/libsnappy.a" ] && echo "$d" && break; done || true)
     [ -n "$out" ] || return 0
     mkdir -p "$dir.tmp" && cp "$out/librocksdb.a" "$out/libsnappy.a" "$dir.tmp/" && mv "$dir.tmp" "$dir"
     echo "saved the RocksDB archive to $dir for later builds" >&2
