@@ -202,30 +202,35 @@ impl StateMachine {
     }
 
     /// Applies one command to `batch`; the floor rule makes every replica decide alike.
+    /// Stages `mutations` as versions at `ts`.
+    fn stage_mutations(&self, mutations: Vec<Mutation>, ts: Timestamp, batch: &mut WriteBatch) {
+        for mutation in mutations {
+            match mutation.value {
+                Some(value) => self.mvcc.put(batch, &mutation.key, ts, &value),
+                None => self.mvcc.delete(batch, &mutation.key, ts),
+            }
+        }
+    }
+
     pub(crate) fn apply_command(
         &mut self,
         command: TabletCommand,
         batch: &mut WriteBatch,
-    ) -> TabletResponse {
+    ) -> io::Result<TabletResponse> {
         match command {
             TabletCommand::Write { ts, mutations } => {
                 let floor = self.applied.floor;
                 if ts <= floor {
                     self.stale_rejections += 1;
-                    return TabletResponse::StaleTimestamp { ts, floor };
+                    return Ok(TabletResponse::StaleTimestamp { ts, floor });
                 }
-                for mutation in mutations {
-                    match mutation.value {
-                        Some(value) => self.mvcc.put(batch, &mutation.key, ts, &value),
-                        None => self.mvcc.delete(batch, &mutation.key, ts),
-                    }
-                }
+                self.stage_mutations(mutations, ts, batch);
                 self.applied.floor = ts;
-                TabletResponse::Applied
+                Ok(TabletResponse::Applied)
             }
             TabletCommand::Close { ts } => {
                 self.applied.floor = self.applied.floor.max(ts);
-                TabletResponse::Applied
+                Ok(TabletResponse::Applied)
             }
             TabletCommand::Prepare {
                 txn,
@@ -245,34 +250,35 @@ impl StateMachine {
         prepare_ts: Timestamp,
         mutations: Vec<Mutation>,
         batch: &mut WriteBatch,
-    ) -> TabletResponse {
+    ) -> io::Result<TabletResponse> {
         if let Some(commit_ts) = self.txns.decided.get(&txn) {
-            return TabletResponse::AlreadyDecided {
+            return Ok(TabletResponse::AlreadyDecided {
                 commit_ts: *commit_ts,
-            };
+            });
         }
         if self.txns.prepared.contains_key(&txn) {
-            return TabletResponse::Applied; // a duplicate prepare: the first one counts
+            return Ok(TabletResponse::Applied); // a duplicate prepare: the first one counts
         }
         let floor = self.applied.floor;
         if prepare_ts <= floor {
             self.stale_rejections += 1;
-            return TabletResponse::StaleTimestamp {
+            return Ok(TabletResponse::StaleTimestamp {
                 ts: prepare_ts,
                 floor,
-            };
+            });
         }
         let prepared = PreparedTxn {
             prepare_ts,
             mutations,
         };
-        match encode(&prepared) {
-            Ok(bytes) => batch.put(Cf::Meta, txn_key(&self.txn_prefix, PREPARED, txn), bytes),
-            Err(e) => tracing::error!(error = %e, "cannot encode a prepared transaction"),
-        }
+        batch.put(
+            Cf::Meta,
+            txn_key(&self.txn_prefix, PREPARED, txn),
+            encode(&prepared)?,
+        );
         self.txns.prepared.insert(txn, prepared);
         self.applied.floor = prepare_ts;
-        TabletResponse::Applied
+        Ok(TabletResponse::Applied)
     }
 
     /// Applies a commit (`Some(commit_ts)`) or an abort (`None`) exactly once.
@@ -281,36 +287,32 @@ impl StateMachine {
         txn: TxnId,
         outcome: Option<Timestamp>,
         batch: &mut WriteBatch,
-    ) -> TabletResponse {
+    ) -> io::Result<TabletResponse> {
         if let Some(decided) = self.txns.decided.get(&txn) {
-            return TabletResponse::AlreadyDecided {
+            return Ok(TabletResponse::AlreadyDecided {
                 commit_ts: *decided,
-            };
+            });
         }
         let prepared = self.txns.prepared.get(&txn);
         if let Some(commit_ts) = outcome {
             match prepared {
                 Some(p) if commit_ts >= p.prepare_ts => {}
-                _ => return TabletResponse::NotPrepared,
+                _ => return Ok(TabletResponse::NotPrepared),
             }
         }
         if let (Some(prepared), Some(commit_ts)) = (self.txns.prepared.remove(&txn), outcome) {
-            for mutation in prepared.mutations {
-                match mutation.value {
-                    Some(value) => self.mvcc.put(batch, &mutation.key, commit_ts, &value),
-                    None => self.mvcc.delete(batch, &mutation.key, commit_ts),
-                }
-            }
+            self.stage_mutations(prepared.mutations, commit_ts, batch);
             self.applied.floor = self.applied.floor.max(commit_ts);
         }
         self.txns.prepared.remove(&txn);
         batch.delete(Cf::Meta, txn_key(&self.txn_prefix, PREPARED, txn));
-        match encode(&outcome) {
-            Ok(bytes) => batch.put(Cf::Meta, txn_key(&self.txn_prefix, DECIDED, txn), bytes),
-            Err(e) => tracing::error!(error = %e, "cannot encode a transaction outcome"),
-        }
+        batch.put(
+            Cf::Meta,
+            txn_key(&self.txn_prefix, DECIDED, txn),
+            encode(&outcome)?,
+        );
         self.txns.decided.insert(txn, outcome);
-        TabletResponse::Applied
+        Ok(TabletResponse::Applied)
     }
 
     /// Stages the removal of `tablet`'s transaction records (when the replica is destroyed).
@@ -346,7 +348,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.applied.last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => TabletResponse::None,
-                EntryPayload::Normal(command) => self.apply_command(command, &mut batch),
+                EntryPayload::Normal(command) => self.apply_command(command, &mut batch)?,
                 EntryPayload::Membership(membership) => {
                     self.applied.membership =
                         StoredMembershipOf::<TypeConfig>::new(Some(entry.log_id), membership);

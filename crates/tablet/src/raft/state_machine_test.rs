@@ -75,7 +75,7 @@ async fn commands_at_or_below_the_floor_are_rejected_and_change_nothing() {
 /// Applies one command outside Raft and returns the state machine's response.
 fn apply_one(machine: &mut StateMachine, command: TabletCommand) -> crate::TabletResponse {
     let mut batch = storage::WriteBatch::new();
-    let response = machine.apply_command(command, &mut batch);
+    let response = machine.apply_command(command, &mut batch).unwrap();
     machine.write_applied(batch).unwrap();
     machine.publish();
     response
