@@ -49,6 +49,9 @@ pub enum TabletCommand {
     Prepare {
         /// The transaction.
         txn: TxnId,
+        /// The tablet whose group records the transaction's outcome; a participant left
+        /// without an outcome asks its leader.
+        coordinator: crate::TabletId,
         /// Above everything this tablet applied or closed before; `commit_ts >= prepare_ts`.
         prepare_ts: Timestamp,
         /// The transaction's writes to this tablet.
@@ -91,6 +94,7 @@ impl fmt::Display for TabletCommand {
                 txn,
                 prepare_ts,
                 mutations,
+                ..
             } => {
                 write!(
                     f,
@@ -135,6 +139,8 @@ pub enum TabletResponse {
 pub struct PreparedTxn {
     /// Its prepare timestamp.
     pub prepare_ts: Timestamp,
+    /// The tablet whose group records its outcome.
+    pub coordinator: crate::TabletId,
     /// Its writes to this tablet.
     pub mutations: Vec<Mutation>,
 }

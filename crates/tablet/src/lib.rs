@@ -25,7 +25,7 @@ pub use error::{Result, TabletError};
 pub use ids::{NodeId, TabletId};
 pub use node::{Node, NodeConfig};
 pub use raft::RaftConfig;
-pub use tablet::{Tablet, TabletMetrics};
+pub use tablet::{Leadership, Tablet, TabletMetrics};
 pub use transport::{LocalNetwork, RaftRpc, RpcHandler, RpcKind, Transport, TransportError};
 
 use truetime::Timestamp;

@@ -36,7 +36,16 @@ use truetime::{Clock, Timestamp};
 
 use crate::error::{Result, TabletError};
 use crate::raft::{Raft, TypeConfig};
-use crate::{Mutation, NodeId, Progress, TabletCommand, TabletId, TabletResponse};
+use crate::{Mutation, NodeId, PreparedTxn, Progress, TabletCommand, TabletId, TabletResponse};
+
+/// One leader's tenure of a tablet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Leadership {
+    /// The Raft term.
+    pub term: u64,
+    /// The leader.
+    pub leader: NodeId,
+}
 
 /// Where a proposal's timestamp comes from.
 #[derive(Debug, Clone, Copy)]
@@ -188,9 +197,15 @@ impl Tablet {
     /// 2PC phase one on this participant's leader: records `txn`'s writes to this tablet
     /// with a prepare timestamp this leader picks, and returns it. Safe time stays below it
     /// until the outcome is applied.
-    pub async fn prepare(&self, txn: locks::TxnId, mutations: Vec<Mutation>) -> Result<Timestamp> {
+    pub async fn prepare(
+        &self,
+        txn: locks::TxnId,
+        coordinator: TabletId,
+        mutations: Vec<Mutation>,
+    ) -> Result<Timestamp> {
         let command = |prepare_ts| TabletCommand::Prepare {
             txn,
+            coordinator,
             prepare_ts,
             mutations,
         };
@@ -294,6 +309,63 @@ impl Tablet {
         allocator.last = allocator.last.max(self.progress.borrow().paxos_safe_ts);
         allocator.leadership = Some(leadership);
         Ok(())
+    }
+
+    /// Makes this replica ready to act as leader (everything committed before its term is
+    /// applied here, and its allocator starts above it) and returns its leadership. Locks
+    /// taken under one leadership mean nothing under another.
+    pub async fn ensure_leading(&self) -> Result<Leadership> {
+        let leader = self
+            .raft
+            .as_leader()
+            .map_err(|_| self.not_leader())?
+            .to_committed_leader_id();
+        let mut allocator = self.allocator.lock().await;
+        if allocator.leadership != Some(leader) {
+            self.inherit_floor(&mut allocator, leader).await?;
+        }
+        Ok(Leadership {
+            term: leader.term,
+            leader: leader.node_id,
+        })
+    }
+
+    /// The latest applied value of `key`, read at the leader. Only meaningful under a lock
+    /// that keeps writers out (two-phase locking), which is why it reads no timestamp.
+    pub async fn read_latest(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.ensure_leading().await?;
+        Ok(self.mvcc.get(key, Timestamp::MAX)?)
+    }
+
+    /// The latest applied rows of `range` at the leader, under a range lock.
+    pub async fn scan_latest(&self, range: &KeyRange, limit: usize) -> Result<ScanPage> {
+        self.ensure_leading().await?;
+        Ok(self
+            .mvcc
+            .scan(range, Timestamp::MAX, limit, ScanDirection::Forward)?)
+    }
+
+    /// The prepared, undecided transactions applied on this replica.
+    pub async fn prepared_txns(&self) -> Result<BTreeMap<locks::TxnId, PreparedTxn>> {
+        self.raft
+            .with_state_machine(|sm| {
+                let prepared = sm.prepared();
+                Box::pin(async move { prepared })
+            })
+            .await
+            .map_err(|e| self.stopped(e))
+    }
+
+    /// The outcome recorded here for `txn`: `Some(Some(commit_ts))`, `Some(None)` for an
+    /// abort, `None` if undecided or unknown.
+    pub async fn decided(&self, txn: locks::TxnId) -> Result<Option<Option<Timestamp>>> {
+        self.raft
+            .with_state_machine(move |sm| {
+                let decided = sm.decided(txn);
+                Box::pin(async move { decided })
+            })
+            .await
+            .map_err(|e| self.stopped(e))
     }
 
     /// This replica's `t_safe`: reads at or below it are served here without locks.

@@ -235,8 +235,16 @@ impl StateMachine {
             TabletCommand::Prepare {
                 txn,
                 prepare_ts,
+                coordinator,
                 mutations,
-            } => self.apply_prepare(txn, prepare_ts, mutations, batch),
+            } => {
+                let prepared = PreparedTxn {
+                    prepare_ts,
+                    coordinator,
+                    mutations,
+                };
+                self.apply_prepare(txn, prepared, batch)
+            }
             TabletCommand::Commit { txn, commit_ts } => {
                 self.apply_outcome(txn, Some(commit_ts), batch)
             }
@@ -247,10 +255,10 @@ impl StateMachine {
     fn apply_prepare(
         &mut self,
         txn: TxnId,
-        prepare_ts: Timestamp,
-        mutations: Vec<Mutation>,
+        prepared: PreparedTxn,
         batch: &mut WriteBatch,
     ) -> io::Result<TabletResponse> {
+        let prepare_ts = prepared.prepare_ts;
         if let Some(commit_ts) = self.txns.decided.get(&txn) {
             return Ok(TabletResponse::AlreadyDecided {
                 commit_ts: *commit_ts,
@@ -267,10 +275,6 @@ impl StateMachine {
                 floor,
             });
         }
-        let prepared = PreparedTxn {
-            prepare_ts,
-            mutations,
-        };
         batch.put(
             Cf::Meta,
             txn_key(&self.txn_prefix, PREPARED, txn),
@@ -313,6 +317,17 @@ impl StateMachine {
         );
         self.txns.decided.insert(txn, outcome);
         Ok(TabletResponse::Applied)
+    }
+
+    /// The prepared, undecided transactions (a new leader rebuilds their locks from these).
+    pub(crate) fn prepared(&self) -> BTreeMap<TxnId, PreparedTxn> {
+        self.txns.prepared.clone()
+    }
+
+    /// The recorded outcome of `txn`: `Some(Some(commit_ts))`, `Some(None)` for an abort,
+    /// `None` if undecided or unknown here.
+    pub(crate) fn decided(&self, txn: TxnId) -> Option<Option<Timestamp>> {
+        self.txns.decided.get(&txn).copied()
     }
 
     /// Stages the removal of `tablet`'s transaction records (when the replica is destroyed).

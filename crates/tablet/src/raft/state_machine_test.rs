@@ -102,6 +102,7 @@ async fn a_prepared_transaction_holds_safe_time_below_it_until_its_outcome() {
 
     let prepare = TabletCommand::Prepare {
         txn: t1,
+        coordinator: tablet,
         prepare_ts: ts(100),
         mutations: mutation(b"one"),
     };
@@ -196,6 +197,7 @@ async fn a_prepared_transaction_holds_safe_time_below_it_until_its_outcome() {
     );
     let late = TabletCommand::Prepare {
         txn: t2,
+        coordinator: tablet,
         prepare_ts: ts(700),
         mutations: mutation(b"two"),
     };
