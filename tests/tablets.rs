@@ -403,7 +403,7 @@ async fn a_prepared_transaction_holds_safe_time_on_every_replica_until_decided()
         .unwrap();
     let txn = locks::TxnId(7);
     let prepare_ts = leader
-        .prepare(txn, T1, vec![put(b"acct".to_vec(), b"50".to_vec())])
+        .prepare(None, txn, T1, vec![put(b"acct".to_vec(), b"50".to_vec())])
         .await
         .unwrap();
     // Closed timestamps keep coming, but no replica's t_safe passes the prepare timestamp.

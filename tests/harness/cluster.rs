@@ -20,6 +20,8 @@ struct Slot {
     dir: TempDir,
     clock: TestClock,
     node: Option<Arc<Node>>,
+    /// A killed node, until every in-flight reference to it is gone and its RocksDB closed.
+    dying: Option<std::sync::Weak<storage::Engine>>,
 }
 
 /// Nodes `n1..=nN` in one process.
@@ -50,6 +52,7 @@ impl Cluster {
                 dir: tempfile::tempdir()?,
                 clock,
                 node: None,
+                dying: None,
             };
             cluster.slots.insert(NodeId(id), slot);
             cluster.restart(NodeId(id)).await?;
@@ -83,22 +86,35 @@ impl Cluster {
     /// Stops a node (as a crash would: nothing is flushed beyond what was already durable)
     /// and keeps its directory.
     pub async fn kill(&mut self, id: NodeId) {
-        if let Some(node) = self.slots.get_mut(&id).and_then(|s| s.node.take()) {
+        if let Some(slot) = self.slots.get_mut(&id)
+            && let Some(node) = slot.node.take()
+        {
             node.shutdown().await;
+            slot.dying = Some(Arc::downgrade(node.engine()));
         }
     }
 
     /// Starts (or restarts) a node from its directory.
     pub async fn restart(&mut self, id: NodeId) -> anyhow::Result<()> {
+        // Requests and tasks in flight when the node was killed still hold its RocksDB; it
+        // closes (and can be opened again) when the last of them lets go.
+        if let Some(dying) = self.slots.get_mut(&id).and_then(|s| s.dying.take()) {
+            wait_for(&format!("{id}'s old instance to close"), PATIENCE, || {
+                let gone = dying.upgrade().is_none();
+                async move { gone.then_some(()) }
+            })
+            .await?;
+        }
         let slot = &self.slots[&id];
         let clock: Arc<dyn Clock> = Arc::new(slot.clock.clone());
-        let node = Node::open(
-            id,
-            slot.dir.path(),
-            self.network.endpoint(id),
-            clock,
-            self.config.clone(),
-        )
+        let (dir, config) = (slot.dir.path().to_path_buf(), self.config.clone());
+        let node = wait_for(&format!("{id}'s RocksDB to open"), PATIENCE, || {
+            let (clock, endpoint) = (Arc::clone(&clock), self.network.endpoint(id));
+            let (dir, config) = (dir.clone(), config.clone());
+            // The last holder of the old instance may still be closing RocksDB (its lock
+            // file is released at the end of the drop): retry until it has.
+            async move { Node::open(id, &dir, endpoint, clock, config).await.ok() }
+        })
         .await?;
         let handler: Arc<dyn RpcHandler> = node.clone();
         self.network.register(id, Arc::downgrade(&handler));

@@ -42,6 +42,7 @@ fn describe(events: &[Event], requests: &HashMap<RequestId, TxnId>) -> Vec<Strin
                 format!("granted t{}", txn.0)
             }
             Event::Wounded { txn, by } => format!("wound t{} by t{}", txn.0, by.0),
+            Event::AskToAbort { txn, by } => format!("ask t{} to abort for t{}", txn.0, by.0),
         })
         .collect()
 }
@@ -155,12 +156,14 @@ fn range_locks_conflict_with_point_writes_inside_the_range() {
 }
 
 #[test]
-fn a_prepared_holder_is_not_wounded() {
+fn a_prepared_holder_keeps_its_locks_and_is_asked_to_abort() {
     check(&[
         ("t2 X a", "granted"),
         ("prepare t2", ""),
-        ("t1 X a", "waiting"),
-        ("release t2", "granted t1"),
+        ("t1 X a", "waiting; ask t2 to abort for t1"),
+        ("t0 X a", "waiting"), // asked once
+        ("release t2", "granted t0"),
+        ("release t0", "granted t1"),
     ]);
 }
 
@@ -244,10 +247,17 @@ proptest! {
                 }
             };
             for event in events {
-                if let Event::Wounded { txn, by } = event {
-                    prop_assert!(txn.0 > by.0, "only younger transactions are wounded");
-                    prop_assert!(!prepared.contains(&txn.0), "a prepared transaction was wounded");
-                    wounded.insert(txn.0);
+                match event {
+                    Event::Wounded { txn, by } => {
+                        prop_assert!(txn.0 > by.0, "only younger transactions are wounded");
+                        prop_assert!(!prepared.contains(&txn.0), "a prepared transaction lost its locks");
+                        wounded.insert(txn.0);
+                    }
+                    Event::AskToAbort { txn, by } => {
+                        prop_assert!(txn.0 > by.0, "only younger transactions are asked to abort");
+                        prop_assert!(prepared.contains(&txn.0), "only prepared transactions are asked");
+                    }
+                    Event::Granted { .. } => {}
                 }
             }
             // Safety: held locks of different transactions never conflict.

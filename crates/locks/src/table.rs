@@ -11,8 +11,11 @@
 //! cycle can form: there are no deadlocks to detect.
 //!
 //! Two refinements:
-//! - A transaction that has prepared (2PC) is never wounded: it has promised to commit if
-//!   told to, and it waits for no lock, so waiting for it cannot deadlock.
+//! - A transaction that has prepared (2PC) keeps its locks when wounded: it has promised to
+//!   commit if told to. The table asks for its abort instead ([`Event::AskToAbort`]); its
+//!   coordinator aborts it unless it already committed, and the waiter gets the lock when
+//!   the outcome is applied. (A prepared transaction may still be acquiring locks at another
+//!   participant, so simply waiting for it could close a cycle.)
 //! - Waiters are served oldest first, and a request never overtakes an older waiter it
 //!   conflicts with. A stream of young transactions therefore cannot starve an old one, and a
 //!   retried transaction, keeping its first attempt's priority, eventually becomes the oldest.
@@ -71,6 +74,16 @@ pub enum Event {
         /// The victim.
         txn: TxnId,
         /// The older transaction that wounded it.
+        by: TxnId,
+    },
+    /// `txn` holds a lock an older transaction needs but has prepared here, so its locks
+    /// stay until its outcome: ask its coordinator to abort it if it has not committed yet.
+    /// (Without this, a prepared transaction still acquiring locks at another participant
+    /// could wait for the older one while the older one waits for it.)
+    AskToAbort {
+        /// The prepared, younger transaction.
+        txn: TxnId,
+        /// The older transaction that needs its lock.
         by: TxnId,
     },
 }
@@ -167,6 +180,18 @@ impl LockTable {
         }
     }
 
+    /// Marks `txn` as committing (prepared) before it logs its commit or prepare, so that no
+    /// wound can strip its locks while that is in flight. Fails with the wounder if it was
+    /// already wounded, or with `None` if it holds no locks here (they were released).
+    pub fn try_set_prepared(&mut self, txn: TxnId) -> Result<(), Option<TxnId>> {
+        let state = self.txns.get_mut(&txn).ok_or(None)?;
+        if let Some(by) = state.wounded_by {
+            return Err(Some(by));
+        }
+        state.prepared = true;
+        Ok(())
+    }
+
     /// Releases every lock `txn` holds and cancels its waiting requests (at commit, abort, or
     /// when its client vanished). Returns the grants this makes possible.
     pub fn release(&mut self, txn: TxnId) -> Vec<Event> {
@@ -196,6 +221,11 @@ impl LockTable {
             .get(&txn)
             .map(|s| s.held.clone())
             .unwrap_or_default()
+    }
+
+    /// The transactions whose locks block `mode` on `target` for `txn` (for diagnostics).
+    pub fn blockers(&self, txn: TxnId, target: &LockTarget, mode: LockMode) -> Vec<TxnId> {
+        self.conflicting_holders(txn, target, mode)
     }
 
     /// How many requests are waiting.
@@ -266,11 +296,18 @@ impl LockTable {
             let Some(state) = self.txns.get_mut(holder) else {
                 continue;
             };
-            if state.priority > priority && !state.prepared && state.wounded_by.is_none() {
+            if state.priority > priority && state.wounded_by.is_none() {
                 state.wounded_by = Some(txn);
-                events.push(Event::Wounded {
-                    txn: *holder,
-                    by: txn,
+                // A prepared holder keeps its locks: only its coordinator can abort it.
+                events.push(match state.prepared {
+                    false => Event::Wounded {
+                        txn: *holder,
+                        by: txn,
+                    },
+                    true => Event::AskToAbort {
+                        txn: *holder,
+                        by: txn,
+                    },
                 });
             }
         }

@@ -119,6 +119,12 @@ impl Node {
         self.id
     }
 
+    /// The node's RocksDB. After [`Node::shutdown`] it stays open until every task that
+    /// used it (including openraft's) has let go.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
     /// Creates an empty replica of `tablet` here; it joins the group when the group's leader
     /// adds it, or when [`Node::bootstrap`] makes it the group's first member.
     pub async fn create_tablet(&self, tablet: TabletId) -> Result<Arc<Tablet>> {

@@ -178,8 +178,18 @@ impl Tablet {
     /// Writes `mutations` at a timestamp this leader picks, once they are applied here;
     /// returns the timestamp. Does not commit-wait: that is the transaction layer's job.
     pub async fn write(&self, mutations: Vec<Mutation>) -> Result<Timestamp> {
+        self.write_under(None, mutations).await
+    }
+
+    /// [`Tablet::write`], refused unless this replica still holds `under` (the leadership
+    /// the caller's locks were taken under).
+    pub async fn write_under(
+        &self,
+        under: Option<Leadership>,
+        mutations: Vec<Mutation>,
+    ) -> Result<Timestamp> {
         let command = |ts| TabletCommand::Write { ts, mutations };
-        let (ts, response) = self.propose(Stamp::Allocate, command).await?;
+        let (ts, response) = self.propose(under, Stamp::Allocate, command).await?;
         self.expect_applied(response)?;
         Ok(ts)
     }
@@ -188,7 +198,7 @@ impl Tablet {
     /// `close_interval`); returns it once applied here.
     pub async fn close_timestamp(&self) -> Result<Timestamp> {
         let (ts, response) = self
-            .propose(Stamp::Allocate, |ts| TabletCommand::Close { ts })
+            .propose(None, Stamp::Allocate, |ts| TabletCommand::Close { ts })
             .await?;
         self.expect_applied(response)?;
         Ok(ts)
@@ -197,8 +207,10 @@ impl Tablet {
     /// 2PC phase one on this participant's leader: records `txn`'s writes to this tablet
     /// with a prepare timestamp this leader picks, and returns it. Safe time stays below it
     /// until the outcome is applied.
+    /// Refused unless this replica still holds `under`, when given.
     pub async fn prepare(
         &self,
+        under: Option<Leadership>,
         txn: locks::TxnId,
         coordinator: TabletId,
         mutations: Vec<Mutation>,
@@ -209,7 +221,7 @@ impl Tablet {
             prepare_ts,
             mutations,
         };
-        let (ts, response) = self.propose(Stamp::Allocate, command).await?;
+        let (ts, response) = self.propose(under, Stamp::Allocate, command).await?;
         match response {
             TabletResponse::AlreadyDecided { .. } => Err(TabletError::AlreadyDecided {
                 tablet: self.id,
@@ -231,7 +243,7 @@ impl Tablet {
             None => TabletCommand::Abort { txn },
         };
         let stamp = Stamp::Given(outcome.unwrap_or(Timestamp::ZERO));
-        Ok(self.propose(stamp, command).await?.1)
+        Ok(self.propose(None, stamp, command).await?.1)
     }
 
     fn expect_applied(&self, response: TabletResponse) -> Result<()> {
@@ -251,6 +263,7 @@ impl Tablet {
     /// allocations start above it.
     async fn propose(
         &self,
+        under: Option<Leadership>,
         stamp: Stamp,
         command: impl FnOnce(Timestamp) -> TabletCommand,
     ) -> Result<(Timestamp, TabletResponse)> {
@@ -259,6 +272,9 @@ impl Tablet {
             .as_leader()
             .map_err(|_| self.not_leader())?
             .to_committed_leader_id();
+        if under.is_some_and(|u| (u.term, u.leader) != (leadership.term, leadership.node_id)) {
+            return Err(self.not_leader());
+        }
         let (responder, applied) = ProgressResponder::complete_only();
         let ts = {
             // Held while proposing: commands enter the log in the order they were allocated.

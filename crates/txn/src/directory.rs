@@ -1,0 +1,91 @@
+//! [`Directory`]: where keys live and who leads each tablet. The transaction layer asks it;
+//! placement (the meta tablet) will implement it for real clusters. [`LocalDirectory`]
+//! serves in-process clusters.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use tablet::{NodeId, Tablet, TabletId};
+
+use crate::TxnService;
+
+/// Routing for transactions.
+pub trait Directory: Send + Sync + std::fmt::Debug {
+    /// The tablet whose range holds `key`.
+    fn tablet_for(&self, key: &[u8]) -> TabletId;
+    /// The transaction service on the node leading `tablet` (of the newest term if several
+    /// believe they lead), if any.
+    fn leader(&self, tablet: TabletId) -> Option<Arc<TxnService>>;
+    /// The running replicas of `tablet`.
+    fn replicas(&self, tablet: TabletId) -> Vec<Arc<Tablet>>;
+}
+
+/// A directory over services registered in this process, with fixed split points.
+#[derive(Debug, Default)]
+pub struct LocalDirectory {
+    /// Tablet ranges: `(start key, tablet)` sorted by start key; the first starts at "".
+    splits: Vec<(Vec<u8>, TabletId)>,
+    services: RwLock<BTreeMap<NodeId, Arc<TxnService>>>,
+}
+
+impl LocalDirectory {
+    /// A directory where tablet `splits[i].1` holds keys from `splits[i].0` up to the next
+    /// start key.
+    pub fn new(mut splits: Vec<(Vec<u8>, TabletId)>) -> Arc<Self> {
+        splits.sort();
+        Arc::new(LocalDirectory {
+            splits,
+            services: RwLock::new(BTreeMap::new()),
+        })
+    }
+
+    /// Makes a node's service reachable.
+    pub fn register(&self, service: Arc<TxnService>) {
+        self.services
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(service.node_id(), service);
+    }
+
+    /// Makes a node's service unreachable (it crashed).
+    pub fn unregister(&self, node: NodeId) {
+        self.services
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&node);
+    }
+
+    fn services(&self) -> Vec<Arc<TxnService>> {
+        self.services
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+impl Directory for LocalDirectory {
+    fn tablet_for(&self, key: &[u8]) -> TabletId {
+        let index = self
+            .splits
+            .partition_point(|(start, _)| start.as_slice() <= key);
+        self.splits[index.saturating_sub(1)].1
+    }
+
+    fn leader(&self, tablet: TabletId) -> Option<Arc<TxnService>> {
+        self.services()
+            .into_iter()
+            .filter_map(|s| s.tablet(tablet).map(|t| (s, t)))
+            .filter(|(_, t)| t.is_leader())
+            .max_by_key(|(_, t)| t.metrics().term)
+            .map(|(s, _)| s)
+    }
+
+    fn replicas(&self, tablet: TabletId) -> Vec<Arc<Tablet>> {
+        self.services()
+            .iter()
+            .filter_map(|s| s.tablet(tablet))
+            .collect()
+    }
+}

@@ -1,0 +1,696 @@
+//! Transactions on an in-process 3-node cluster: the bank invariant through every read path
+//! (also while tablet leaders are killed), external consistency under clock skew (and its
+//! loss without commit-wait), 2PC with a coordinator or participant killed between PREPARE
+//! and COMMIT, deadlocks and a hot account.
+
+#![allow(clippy::unwrap_used)] // a test fails by panicking
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use locks::{Priority, TxnId};
+use meridian_tests::cluster::PATIENCE;
+use meridian_tests::txn_cluster::TxnCluster;
+use meridian_tests::{init_tracing, seed, wait_for};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tablet::{Mutation, NodeConfig, NodeId, RaftConfig, TabletId};
+use truetime::Clock;
+use truetime::Timestamp;
+use txn::{ReadBound, ReplicaChoice, TxnClient, TxnConfig};
+
+const ACCOUNTS: usize = 8;
+const TOTAL: i64 = 100;
+
+fn acct(i: usize) -> Vec<u8> {
+    format!("acct/{i}").into_bytes()
+}
+
+fn encode(balance: i64) -> Vec<u8> {
+    balance.to_be_bytes().to_vec()
+}
+
+fn decode(value: Option<Vec<u8>>) -> i64 {
+    value.map_or(0, |v| i64::from_be_bytes(v.try_into().unwrap()))
+}
+
+fn bank_splits() -> Vec<(Vec<u8>, TabletId)> {
+    vec![
+        (b"".to_vec(), TabletId(1)),
+        (acct(2), TabletId(2)),
+        (acct(4), TabletId(3)),
+        (acct(6), TabletId(4)),
+    ]
+}
+
+fn node_config() -> NodeConfig {
+    NodeConfig {
+        raft: RaftConfig {
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
+            ..RaftConfig::default()
+        },
+        close_interval: Duration::from_millis(100),
+        ..NodeConfig::default()
+    }
+}
+
+fn txn_config() -> TxnConfig {
+    TxnConfig {
+        inquiry_after: Duration::from_millis(500),
+        ..TxnConfig::default()
+    }
+}
+
+async fn bank(test: &str) -> TxnCluster {
+    init_tracing();
+    TxnCluster::start(3, seed(test), node_config(), txn_config(), bank_splits())
+        .await
+        .unwrap()
+}
+
+/// Opens the accounts; returns the commit timestamp.
+async fn open_accounts(client: &TxnClient) -> Timestamp {
+    client
+        .read_write(|tx| {
+            Box::pin(async move {
+                for i in 0..ACCOUNTS {
+                    tx.write(
+                        acct(i),
+                        encode(
+                            TOTAL / ACCOUNTS as i64 + i64::from(i < (TOTAL as usize % ACCOUNTS)),
+                        ),
+                    );
+                }
+                Ok(())
+            })
+        })
+        .await
+        .unwrap()
+        .1
+}
+
+/// Moves `amount` from one account to another if the balance allows.
+async fn transfer(
+    client: &TxnClient,
+    from: usize,
+    to: usize,
+    amount: i64,
+) -> txn::Result<(bool, Timestamp)> {
+    client
+        .read_write(move |tx| {
+            Box::pin(async move {
+                let a = decode(tx.read(&acct(from)).await?);
+                let b = decode(tx.read(&acct(to)).await?);
+                if a < amount {
+                    return Ok(false);
+                }
+                tx.write(acct(from), encode(a - amount));
+                tx.write(acct(to), encode(b + amount));
+                Ok(true)
+            })
+        })
+        .await
+}
+
+/// Reads every account in one read-only transaction.
+async fn audit(
+    client: &TxnClient,
+    bound: ReadBound,
+    replicas: ReplicaChoice,
+) -> txn::Result<Vec<i64>> {
+    let mut ro = client.read_only(bound, replicas)?;
+    let mut balances = Vec::new();
+    for i in 0..ACCOUNTS {
+        balances.push(decode(ro.read(&acct(i)).await?));
+    }
+    Ok(balances)
+}
+
+fn assert_consistent(balances: &[i64], path: &str) {
+    assert_eq!(
+        balances.iter().sum::<i64>(),
+        TOTAL,
+        "{path} audit saw {balances:?}"
+    );
+    assert!(
+        balances.iter().all(|b| *b >= 0),
+        "{path} audit saw a negative balance: {balances:?}"
+    );
+}
+
+/// Waits until stale reads (50 ms) cannot land before the accounts were opened.
+async fn wait_past_opening(cluster: &TxnCluster, opened_at: Timestamp) {
+    let clock = cluster.cluster.clock(NodeId(1));
+    clock
+        .wait_until_after(opened_at.saturating_add(Duration::from_millis(60)))
+        .await
+        .unwrap();
+}
+
+fn bank_clients(cluster: &TxnCluster) -> (Vec<TxnClient>, TxnClient) {
+    let clients = (0..8u64)
+        .map(|c| cluster.client(NodeId(c % 3 + 1), (c + 1) << 40))
+        .collect();
+    (clients, cluster.client(NodeId(1), 100 << 40))
+}
+
+/// Runs transfer loops on `clients` and audits on every read path until the transfers (and
+/// the nemesis) end. Returns committed transfers and audits per path.
+async fn run_bank(
+    clients: &[TxnClient],
+    auditor: &TxnClient,
+    opened_at: Timestamp,
+    seed: u64,
+    transfers_per_client: usize,
+    nemesis: impl std::future::Future<Output = ()>,
+) -> (u64, [u64; 4]) {
+    let committed = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    let last_commit = AtomicU64::new(opened_at.as_nanos());
+    let transfers =
+        futures_util::future::join_all(clients.iter().enumerate().map(|(c, client)| {
+            let (committed, last_commit) = (&committed, &last_commit);
+            async move {
+                let mut rng = StdRng::seed_from_u64(seed ^ c as u64);
+                for _ in 0..transfers_per_client {
+                    let from = rng.random_range(0..ACCOUNTS);
+                    let to = (from + rng.random_range(1..ACCOUNTS)) % ACCOUNTS;
+                    let amount = rng.random_range(1..=5);
+                    match transfer(client, from, to, amount).await {
+                        Ok((true, ts)) => {
+                            committed.fetch_add(1, Ordering::Relaxed);
+                            last_commit.fetch_max(ts.as_nanos(), Ordering::Relaxed);
+                        }
+                        Ok((false, _)) => {}
+                        Err(e) => tracing::info!(error = %e, "transfer failed"),
+                    }
+                }
+            }
+        }));
+    let audits = async {
+        let mut counts = [0u64; 4];
+        while !done.load(Ordering::Relaxed) {
+            let past = Timestamp::from_nanos(last_commit.load(Ordering::Relaxed));
+            let paths = [
+                (ReadBound::Strong, ReplicaChoice::Leader, "strong"),
+                (
+                    ReadBound::ReadTimestamp(past),
+                    ReplicaChoice::Any,
+                    "snapshot at a past commit",
+                ),
+                (ReadBound::Strong, ReplicaChoice::Follower, "follower"),
+                (
+                    ReadBound::ExactStaleness(Duration::from_millis(50)),
+                    ReplicaChoice::Follower,
+                    "stale follower",
+                ),
+            ];
+            for (i, (bound, replicas, path)) in paths.into_iter().enumerate() {
+                match audit(auditor, bound, replicas).await {
+                    Ok(balances) => {
+                        if balances.iter().sum::<i64>() != TOTAL {
+                            let later =
+                                audit(auditor, ReadBound::Strong, ReplicaChoice::Leader).await;
+                            panic!(
+                                "{path} audit at {bound:?} saw {balances:?}; a later strong audit saw {later:?}"
+                            );
+                        }
+                        assert_consistent(&balances, path);
+                        counts[i] += 1;
+                    }
+                    Err(e) => tracing::info!(error = %e, path, "audit failed"),
+                }
+            }
+        }
+        counts
+    };
+    let work = async {
+        tokio::join!(transfers, nemesis);
+        done.store(true, Ordering::Relaxed);
+    };
+    let ((), counts) = tokio::join!(work, audits);
+    (committed.load(Ordering::Relaxed), counts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_transfers_keep_the_total_through_every_read_path() {
+    let cluster = bank("bank").await;
+    let client = cluster.client(NodeId(1), 1);
+    let opened_at = open_accounts(&client).await;
+    wait_past_opening(&cluster, opened_at).await;
+    let (clients, auditor) = bank_clients(&cluster);
+    let started = Instant::now();
+    let no_faults = async {};
+    let (committed, audits) = run_bank(
+        &clients,
+        &auditor,
+        opened_at,
+        seed("bank_run"),
+        12,
+        no_faults,
+    )
+    .await;
+    for id in cluster.cluster.ids() {
+        eprintln!("{id}: {:?}", cluster.service(id).metrics());
+    }
+    eprintln!(
+        "{committed} transfers committed in {:?}; audits {audits:?}",
+        started.elapsed()
+    );
+    assert!(committed > 0, "some transfers committed");
+    assert!(
+        audits.iter().all(|n| *n > 0),
+        "every read path audited: {audits:?}"
+    );
+    let balances = audit(&client, ReadBound::Strong, ReplicaChoice::Any)
+        .await
+        .unwrap();
+    assert_consistent(&balances, "final");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_transfers_keep_the_total_while_leaders_are_killed() {
+    let mut cluster = bank("bank_kills").await;
+    let client = cluster.client(NodeId(1), 1);
+    let opened_at = open_accounts(&client).await;
+    wait_past_opening(&cluster, opened_at).await;
+    let (clients, auditor) = bank_clients(&cluster);
+    let nemesis = async {
+        for round in 0..3u64 {
+            tokio::time::sleep(Duration::from_millis(300)).await; // let transfers run first
+            let leader =
+                txn::Directory::leader(cluster.directory.as_ref(), TabletId(round % 4 + 1));
+            let Some(victim) = leader.map(|s| s.node_id()) else {
+                continue;
+            };
+            cluster.kill(victim).await;
+            tokio::time::sleep(Duration::from_millis(300)).await; // the others elect meanwhile
+            cluster.restart(victim).await.unwrap();
+        }
+    };
+    let nemesis = Box::pin(nemesis); // a large future: keep it on the heap
+    let (committed, audits) = run_bank(
+        &clients,
+        &auditor,
+        opened_at,
+        seed("bank_kills_run"),
+        12,
+        nemesis,
+    )
+    .await;
+    assert!(committed > 0, "some transfers committed despite the kills");
+    assert!(
+        audits.iter().all(|n| *n > 0),
+        "every read path audited: {audits:?}"
+    );
+    let balances = audit(&client, ReadBound::Strong, ReplicaChoice::Any)
+        .await
+        .unwrap();
+    assert_consistent(&balances, "final");
+    cluster.shutdown().await;
+}
+
+/// One acknowledged transaction: when it began and ended (real time) and its commit
+/// timestamp.
+#[derive(Debug, Clone, Copy)]
+struct Acked {
+    start: Instant,
+    end: Instant,
+    ts: Timestamp,
+}
+
+/// Pairs where T1 was acknowledged before T2 began, yet `commit_ts(T1) >= commit_ts(T2)`.
+fn real_time_violations(history: &[Acked]) -> Vec<(Acked, Acked)> {
+    let mut violations = Vec::new();
+    for a in history {
+        for b in history {
+            if a.end < b.start && a.ts >= b.ts {
+                violations.push((*a, *b));
+            }
+        }
+    }
+    violations
+}
+
+/// Two tablets led by nodes whose clocks are 36 ms apart, both within ε = 20 ms.
+async fn skewed_cluster(test: &str, commit_wait: bool) -> TxnCluster {
+    init_tracing();
+    let config = TxnConfig {
+        commit_wait,
+        ..txn_config()
+    };
+    let splits = vec![(b"".to_vec(), TabletId(1)), (b"m".to_vec(), TabletId(2))];
+    let cluster = TxnCluster::start(3, seed(test), node_config(), config, splits)
+        .await
+        .unwrap();
+    let lead = |t| cluster.cluster.wait_leader(TabletId(t));
+    let (a, mut b) = (lead(1).await.unwrap(), lead(2).await.unwrap());
+    if a == b {
+        let other = cluster.cluster.ids().into_iter().find(|n| *n != a).unwrap();
+        cluster
+            .cluster
+            .node(a)
+            .tablet(TabletId(2))
+            .unwrap()
+            .transfer_leadership(other)
+            .await
+            .unwrap();
+        b = wait_for("leadership of t2 to move", PATIENCE, || async {
+            lead(2).await.ok().filter(|n| *n != a)
+        })
+        .await
+        .unwrap();
+    }
+    for id in cluster.cluster.ids() {
+        let clock = cluster.cluster.clock(id);
+        clock.set_epsilon(Duration::from_millis(20));
+        let offset_ms: i64 = if id == a {
+            18
+        } else if id == b {
+            -18
+        } else {
+            0
+        };
+        clock.set_offset(offset_ms * 1_000_000);
+        assert!(clock.is_healthy());
+    }
+    cluster
+}
+
+/// Clients write alternately to the fast-clock tablet and the slow-clock one, one
+/// transaction after another, recording real-time bounds and commit timestamps.
+async fn alternating_writes(cluster: &TxnCluster) -> Vec<Acked> {
+    let clients: Vec<TxnClient> = (0..3u64)
+        .map(|c| cluster.client(NodeId(c + 1), (c + 1) << 40))
+        .collect();
+    let histories =
+        futures_util::future::join_all(clients.iter().enumerate().map(|(c, client)| async move {
+            let mut history = Vec::new();
+            for i in 0..8 {
+                let key = if i % 2 == 0 {
+                    format!("a{c}")
+                } else {
+                    format!("z{c}")
+                };
+                let start = Instant::now();
+                let (_, ts) = client
+                    .read_write(|tx| {
+                        let key = key.clone();
+                        Box::pin(async move {
+                            tx.write(key, b"v".to_vec());
+                            Ok(())
+                        })
+                    })
+                    .await
+                    .unwrap();
+                history.push(Acked {
+                    start,
+                    end: Instant::now(),
+                    ts,
+                });
+            }
+            history
+        }));
+    histories.await.into_iter().flatten().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_timestamps_respect_real_time_under_clock_skew() {
+    let cluster = skewed_cluster("external_consistency", true).await;
+    let history = alternating_writes(&cluster).await;
+    let violations = real_time_violations(&history);
+    assert!(
+        violations.is_empty(),
+        "{} real-time violations, first: {:?}",
+        violations.len(),
+        violations.first()
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_commit_wait_the_checker_finds_real_time_violations() {
+    let cluster = skewed_cluster("no_commit_wait", false).await;
+    let history = alternating_writes(&cluster).await;
+    assert!(
+        !real_time_violations(&history).is_empty(),
+        "the checker must notice missing commit-wait"
+    );
+    cluster.shutdown().await;
+}
+
+const A: &[u8] = b"acct/0"; // on t1, the coordinator
+const B: &[u8] = b"acct/5"; // on t2
+
+/// Two accounts of 50 on two tablets (led by different nodes), and a transfer of 10 from A
+/// to B prepared on both but not decided. Returns the cluster, the transaction and the
+/// timestamp the accounts were opened at.
+async fn prepared_transfer(test: &str) -> (TxnCluster, TxnId, Timestamp) {
+    init_tracing();
+    let splits = vec![(b"".to_vec(), TabletId(1)), (acct(4), TabletId(2))];
+    let cluster = TxnCluster::start(3, seed(test), node_config(), txn_config(), splits)
+        .await
+        .unwrap();
+    let client = cluster.client(NodeId(1), 1);
+    let (_, opened) = client
+        .read_write(|tx| {
+            Box::pin(async move {
+                tx.write(A.to_vec(), encode(50));
+                tx.write(B.to_vec(), encode(50));
+                Ok(())
+            })
+        })
+        .await
+        .unwrap();
+    let txn = TxnId(7 << 40);
+    let priority = Priority {
+        first_start: opened,
+        tiebreak: txn.0,
+    };
+    let parts = [(TabletId(1), A, 40), (TabletId(2), B, 60)];
+    for (tablet, key, balance) in parts {
+        let service = txn::Directory::leader(cluster.directory.as_ref(), tablet).unwrap();
+        let mutation = Mutation {
+            key: key.to_vec(),
+            value: Some(encode(balance)),
+        };
+        service
+            .prepare(txn, priority, tablet, TabletId(1), vec![mutation], None)
+            .await
+            .unwrap();
+    }
+    (cluster, txn, opened)
+}
+
+/// Waits until no replica of either tablet holds a prepared transaction.
+async fn wait_resolved(cluster: &TxnCluster) {
+    for tablet in [TabletId(1), TabletId(2)] {
+        wait_for(
+            "the in-doubt transaction to be resolved everywhere",
+            PATIENCE,
+            || async {
+                let replicas = cluster.cluster.replicas(tablet);
+                (replicas.len() == 3 && replicas.iter().all(|r| r.metrics().prepared == 0))
+                    .then_some(())
+            },
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// Reads both accounts on every replica at `ts`.
+async fn balances_everywhere(cluster: &TxnCluster, ts: Timestamp) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    for (a, b) in cluster
+        .cluster
+        .replicas(TabletId(1))
+        .iter()
+        .zip(cluster.cluster.replicas(TabletId(2)))
+    {
+        let a = decode(a.read(A, ts, PATIENCE).await.unwrap());
+        let b = decode(b.read(B, ts, PATIENCE).await.unwrap());
+        out.push((a, b));
+    }
+    out
+}
+
+fn leader_of(cluster: &TxnCluster, tablet: u64) -> NodeId {
+    txn::Directory::leader(cluster.directory.as_ref(), TabletId(tablet))
+        .unwrap()
+        .node_id()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_killed_before_commit_leads_to_abort_everywhere() {
+    let (mut cluster, txn, opened) = prepared_transfer("coordinator_killed").await;
+    let coordinator = leader_of(&cluster, 1);
+    cluster.kill(coordinator).await;
+    cluster.restart(coordinator).await.unwrap();
+    wait_resolved(&cluster).await;
+    let now = cluster.cluster.clock(NodeId(1)).now().unwrap().latest;
+    for ts in [opened, now] {
+        for (a, b) in balances_everywhere(&cluster, ts).await {
+            assert_eq!(
+                (a, b),
+                (50, 50),
+                "presumed abort: nothing of the transfer is visible at {ts}"
+            );
+        }
+    }
+    let recorded = cluster
+        .cluster
+        .node(leader_of(&cluster, 1))
+        .tablet(TabletId(1))
+        .unwrap()
+        .decided(txn)
+        .await
+        .unwrap();
+    assert_eq!(
+        recorded,
+        Some(None),
+        "the coordinator's group recorded the abort"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_logged_before_the_coordinator_died_reaches_every_participant() {
+    let (mut cluster, txn, opened) = prepared_transfer("commit_then_coordinator_killed").await;
+    let coordinator = leader_of(&cluster, 1);
+    let commit_ts = cluster
+        .cluster
+        .clock(coordinator)
+        .now()
+        .unwrap()
+        .latest
+        .next();
+    // The commit point, logged without telling the participant.
+    let response = cluster
+        .cluster
+        .node(coordinator)
+        .tablet(TabletId(1))
+        .unwrap()
+        .decide(txn, Some(commit_ts))
+        .await
+        .unwrap();
+    assert_eq!(response, tablet::TabletResponse::Applied);
+    cluster.kill(coordinator).await;
+    cluster.restart(coordinator).await.unwrap();
+    wait_resolved(&cluster).await;
+    for (ts, expected) in [
+        (opened, (50, 50)),
+        (commit_ts.prev(), (50, 50)),
+        (commit_ts, (40, 60)),
+    ] {
+        for balances in balances_everywhere(&cluster, ts).await {
+            assert_eq!(
+                balances, expected,
+                "at {ts}: all of the transfer or none of it"
+            );
+        }
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_killed_between_prepare_and_commit_applies_the_outcome_after_recovery() {
+    let (mut cluster, txn, opened) = prepared_transfer("participant_killed").await;
+    let participant = leader_of(&cluster, 2);
+    if participant == leader_of(&cluster, 1) {
+        // Same node: killing it kills the coordinator too; covered above.
+        cluster.shutdown().await;
+        return;
+    }
+    cluster.kill(participant).await;
+    let coordinator = txn::Directory::leader(cluster.directory.as_ref(), TabletId(1)).unwrap();
+    let commit_ts = cluster
+        .cluster
+        .clock(coordinator.node_id())
+        .now()
+        .unwrap()
+        .latest
+        .next();
+    coordinator
+        .decide(txn, TabletId(1), Some(commit_ts))
+        .await
+        .unwrap();
+    cluster.restart(participant).await.unwrap();
+    wait_resolved(&cluster).await;
+    for (ts, expected) in [
+        (opened, (50, 50)),
+        (commit_ts.prev(), (50, 50)),
+        (commit_ts, (40, 60)),
+    ] {
+        for balances in balances_everywhere(&cluster, ts).await {
+            assert_eq!(
+                balances, expected,
+                "at {ts}: all of the transfer or none of it"
+            );
+        }
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_way_deadlock_completes_within_a_bounded_time() {
+    let cluster = bank("deadlock").await;
+    let clients: Vec<TxnClient> = (0..3u64)
+        .map(|c| cluster.client(NodeId(c + 1), (c + 1) << 40))
+        .collect();
+    let keys = [acct(0), acct(3), acct(6)]; // three tablets
+    let cycle = futures_util::future::join_all(clients.iter().enumerate().map(|(i, client)| {
+        let (mine, next) = (keys[i].clone(), keys[(i + 1) % 3].clone());
+        async move {
+            client
+                .read_write(move |tx| {
+                    let (mine, next) = (mine.clone(), next.clone());
+                    Box::pin(async move {
+                        let a = decode(tx.read(&mine).await?);
+                        // Scenario setup, not a wait for a condition: give the others time to
+                        // lock their first key, so the three requests form a cycle.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let b = decode(tx.read(&next).await?);
+                        tx.write(mine, encode(a + 1));
+                        tx.write(next, encode(b - 1));
+                        Ok(())
+                    })
+                })
+                .await
+        }
+    }));
+    let results = tokio::time::timeout(Duration::from_secs(30), cycle)
+        .await
+        .expect("the cycle was broken in time");
+    for result in results {
+        result.unwrap();
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_account_still_makes_progress() {
+    let cluster = bank("hot_account").await;
+    let client = cluster.client(NodeId(1), 1);
+    open_accounts(&client).await;
+    let clients: Vec<TxnClient> = (0..8u64)
+        .map(|c| cluster.client(NodeId(c % 3 + 1), (c + 1) << 40))
+        .collect();
+    let work = futures_util::future::join_all(clients.iter().map(|client| async move {
+        for _ in 0..4 {
+            // Every transfer goes through account 0.
+            transfer(client, 0, 1, 1).await.unwrap();
+            transfer(client, 1, 0, 1).await.unwrap();
+        }
+    }));
+    tokio::time::timeout(Duration::from_secs(60), work)
+        .await
+        .expect("hot-account transfers finished");
+    let balances = audit(&client, ReadBound::Strong, ReplicaChoice::Any)
+        .await
+        .unwrap();
+    assert_consistent(&balances, "final");
+    cluster.shutdown().await;
+}
