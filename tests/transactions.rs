@@ -334,6 +334,30 @@ fn real_time_violations(history: &[Acked]) -> Vec<(Acked, Acked)> {
     violations
 }
 
+/// Makes tablets t1 and t2 be led by different nodes; returns their leaders.
+async fn separate_leaders(cluster: &TxnCluster) -> (NodeId, NodeId) {
+    let lead = |t| cluster.cluster.wait_leader(TabletId(t));
+    let (a, b) = (lead(1).await.unwrap(), lead(2).await.unwrap());
+    if a != b {
+        return (a, b);
+    }
+    let other = cluster.cluster.ids().into_iter().find(|n| *n != a).unwrap();
+    cluster
+        .cluster
+        .node(a)
+        .tablet(TabletId(2))
+        .unwrap()
+        .transfer_leadership(other)
+        .await
+        .unwrap();
+    let b = wait_for("leadership of t2 to move", PATIENCE, || async {
+        lead(2).await.ok().filter(|n| *n != a)
+    })
+    .await
+    .unwrap();
+    (a, b)
+}
+
 /// Two tablets led by nodes whose clocks are 36 ms apart, both within ε = 20 ms.
 async fn skewed_cluster(test: &str, commit_wait: bool) -> TxnCluster {
     init_tracing();
@@ -345,24 +369,7 @@ async fn skewed_cluster(test: &str, commit_wait: bool) -> TxnCluster {
     let cluster = TxnCluster::start(3, seed(test), node_config(), config, splits)
         .await
         .unwrap();
-    let lead = |t| cluster.cluster.wait_leader(TabletId(t));
-    let (a, mut b) = (lead(1).await.unwrap(), lead(2).await.unwrap());
-    if a == b {
-        let other = cluster.cluster.ids().into_iter().find(|n| *n != a).unwrap();
-        cluster
-            .cluster
-            .node(a)
-            .tablet(TabletId(2))
-            .unwrap()
-            .transfer_leadership(other)
-            .await
-            .unwrap();
-        b = wait_for("leadership of t2 to move", PATIENCE, || async {
-            lead(2).await.ok().filter(|n| *n != a)
-        })
-        .await
-        .unwrap();
-    }
+    let (a, b) = separate_leaders(&cluster).await;
     for id in cluster.cluster.ids() {
         let clock = cluster.cluster.clock(id);
         clock.set_epsilon(Duration::from_millis(20));
@@ -454,6 +461,7 @@ async fn prepared_transfer(test: &str) -> (TxnCluster, TxnId, Timestamp) {
         .await
         .unwrap();
     let client = cluster.client(NodeId(1), 1);
+    separate_leaders(&cluster).await;
     let (_, opened) = client
         .read_write(|tx| {
             Box::pin(async move {
@@ -599,11 +607,11 @@ async fn a_commit_logged_before_the_coordinator_died_reaches_every_participant()
 async fn a_participant_killed_between_prepare_and_commit_applies_the_outcome_after_recovery() {
     let (mut cluster, txn, opened) = prepared_transfer("participant_killed").await;
     let participant = leader_of(&cluster, 2);
-    if participant == leader_of(&cluster, 1) {
-        // Same node: killing it kills the coordinator too; covered above.
-        cluster.shutdown().await;
-        return;
-    }
+    assert_ne!(
+        participant,
+        leader_of(&cluster, 1),
+        "the coordinator survives"
+    );
     cluster.kill(participant).await;
     let coordinator = txn::Directory::leader(cluster.directory.as_ref(), TabletId(1)).unwrap();
     let commit_ts = cluster
@@ -692,5 +700,49 @@ async fn a_hot_account_still_makes_progress() {
         .await
         .unwrap();
     assert_consistent(&balances, "final");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_whose_client_vanished_releases_its_locks() {
+    init_tracing();
+    let config = TxnConfig {
+        keepalive_timeout: Duration::from_millis(500),
+        ..txn_config()
+    };
+    let cluster = TxnCluster::start(
+        3,
+        seed("client_vanished"),
+        node_config(),
+        config,
+        bank_splits(),
+    )
+    .await
+    .unwrap();
+    let client = cluster.client(NodeId(1), 1);
+    open_accounts(&client).await;
+    // A transaction reads an account (a shared lock at the leader) and is never heard of
+    // again: no commit, no abort, no keepalive.
+    let leader = txn::Directory::leader(cluster.directory.as_ref(), TabletId(1)).unwrap();
+    let lost = TxnId(9 << 40);
+    let priority = Priority {
+        first_start: Timestamp::ZERO,
+        tiebreak: lost.0,
+    }; // the oldest
+    leader
+        .read(lost, priority, TabletId(1), &acct(0))
+        .await
+        .unwrap();
+    // A writer of that account gets through once the lost transaction expires.
+    let started = Instant::now();
+    tokio::time::timeout(PATIENCE, transfer(&client, 0, 1, 1))
+        .await
+        .expect("the lock was released")
+        .unwrap();
+    assert!(
+        leader.metrics().aborts_expired.get() >= 1,
+        "expired by keepalive, after {:?}",
+        started.elapsed()
+    );
     cluster.shutdown().await;
 }
