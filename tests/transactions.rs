@@ -746,3 +746,30 @@ async fn a_transaction_whose_client_vanished_releases_its_locks() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strong_single_tablet_read_uses_the_last_applied_timestamp() {
+    let cluster = bank("last_ts").await;
+    let client = cluster.client(NodeId(2), 1);
+    let opened_at = open_accounts(&client).await;
+    let (_, ts) = transfer(&client, 0, 1, 3).await.unwrap();
+    assert!(ts > opened_at);
+    // Both accounts live on t1 and nothing is prepared there: LastTS, no waiting.
+    let (values, read_ts) = client.strong_read(&[&acct(0), &acct(1)]).await.unwrap();
+    assert!(
+        read_ts >= ts,
+        "the read sees the acknowledged transfer ({read_ts} < {ts})"
+    );
+    let now = cluster.cluster.clock(NodeId(2)).now().unwrap().latest;
+    assert!(read_ts < now, "LastTS is not a fresh TT.now().latest");
+    let balances: Vec<i64> = values.into_iter().map(decode).collect();
+    assert_eq!(
+        balances.iter().sum::<i64>(),
+        26,
+        "accounts 0 and 1 opened with 13 each: {balances:?}"
+    );
+    // Across tablets it falls back to TT.now().latest.
+    let (_, wide) = client.strong_read(&[&acct(0), &acct(7)]).await.unwrap();
+    assert!(wide >= now);
+    cluster.shutdown().await;
+}

@@ -150,6 +150,37 @@ impl TxnClient {
     }
 }
 
+impl TxnClient {
+    /// A strong read of `keys` as one snapshot, without locks. When every key lives on one
+    /// tablet and that tablet's leader has nothing prepared, it reads at the leader's last
+    /// applied timestamp (Spanner's `LastTS`): every transaction acknowledged before this
+    /// call is at or below it, and the read never waits. Otherwise it reads at
+    /// `TT.now().latest`. Returns the values and the read timestamp.
+    pub async fn strong_read(&self, keys: &[&[u8]]) -> Result<(Vec<Option<Vec<u8>>>, Timestamp)> {
+        let tablets: BTreeSet<TabletId> =
+            keys.iter().map(|k| self.directory.tablet_for(k)).collect();
+        if let [tablet] = tablets.iter().copied().collect::<Vec<_>>().as_slice()
+            && let Some(leader) = self.leader(*tablet)?.tablet(*tablet)
+        {
+            let metrics = leader.metrics();
+            if metrics.prepared == 0 && leader.is_leader() {
+                let s_read = metrics.paxos_safe_ts;
+                let mut values = Vec::with_capacity(keys.len());
+                for key in keys {
+                    values.push(leader.read(key, s_read, SAFE_WAIT).await?);
+                }
+                return Ok((values, s_read));
+            }
+        }
+        let mut snapshot = self.read_only(ReadBound::Strong, ReplicaChoice::Any)?;
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            values.push(snapshot.read(key).await?);
+        }
+        Ok((values, snapshot.read_ts().unwrap_or(Timestamp::ZERO)))
+    }
+}
+
 /// One attempt of a read-write transaction: reads take shared locks at tablet leaders,
 /// writes are buffered until commit.
 #[derive(Debug)]
