@@ -69,6 +69,22 @@ pub struct Participant {
     pub read_under: Option<Leadership>,
 }
 
+/// A new leader's lock table: the exclusive locks of the prepared transactions it inherits.
+fn rebuild_prepared_locks(prepared: BTreeMap<TxnId, tablet::PreparedTxn>) -> LockTable {
+    let mut table = LockTable::new();
+    for (txn, p) in prepared {
+        let priority = Priority {
+            first_start: p.prepare_ts,
+            tiebreak: txn.0,
+        };
+        for m in p.mutations {
+            table.acquire(txn, priority, LockTarget::Key(m.key), LockMode::Exclusive);
+        }
+        table.set_prepared(txn);
+    }
+    table
+}
+
 /// One tablet's locks under one leadership.
 #[derive(Debug)]
 struct TabletLocks {
@@ -202,27 +218,24 @@ impl TxnService {
         if current != Some(leadership) {
             let prepared = tablet.prepared_txns().await?;
             let mut tablets = lock(&self.tablets);
-            let stale = tablets.get(&id).is_none_or(|l| l.leadership != leadership);
-            if stale {
-                let mut table = LockTable::new();
-                for (txn, p) in prepared {
-                    let priority = Priority {
-                        first_start: p.prepare_ts,
-                        tiebreak: txn.0,
-                    };
-                    for m in p.mutations {
-                        table.acquire(txn, priority, LockTarget::Key(m.key), LockMode::Exclusive);
-                    }
-                    table.set_prepared(txn);
+            match tablets.get(&id).map(|l| l.leadership) {
+                Some(now) if now == leadership => {}
+                // Exactly one table per leadership, and never back to an older one: a table
+                // replaced while a transaction holds locks in it would lose them silently.
+                Some(now) if now.term > leadership.term => {
+                    return Err(TxnError::Unavailable(format!("{id}: leadership moved on")));
                 }
-                tablets.insert(
-                    id,
-                    TabletLocks {
-                        leadership,
-                        table,
-                        waiters: HashMap::new(),
-                    },
-                );
+                _ => {
+                    let table = rebuild_prepared_locks(prepared);
+                    tablets.insert(
+                        id,
+                        TabletLocks {
+                            leadership,
+                            table,
+                            waiters: HashMap::new(),
+                        },
+                    );
+                }
             }
         }
         Ok((tablet, leadership))
@@ -629,7 +642,10 @@ impl TxnService {
         id: TabletId,
         outcome: Option<Timestamp>,
     ) -> Result<TabletResponse> {
-        let tablet = self.node.tablet(id)?;
+        // Bring the lock table up to this leadership first: a table rebuilt from the
+        // prepared records after the outcome was applied would hold the transaction's locks
+        // forever.
+        let (tablet, _) = self.leading(id).await?;
         let response = tablet.decide(txn, outcome).await?;
         self.release_on(txn, id);
         Ok(response)
