@@ -43,7 +43,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let shared: Arc<dyn Clock> = Arc::new(clock.clone());
     crate::demo_tablets::run(shared, &dir).await?;
-    println!("\nThe layers work. Next: transactions, SQL and the cluster (see docs/).");
+    println!("\nThe layers work. Next: SQL, the cluster and the shell (see docs/ARCHITECTURE.md).");
     syncer.stop().await;
     Ok(())
 }

@@ -56,6 +56,8 @@ pub async fn run(clock: Arc<dyn Clock>, dir: &std::path::Path) -> anyhow::Result
             node.id()
         );
     }
+    crate::demo_txn::run(Arc::clone(&clock), &nodes, &members).await?;
+    println!("\n6. Failover");
     let old = leader.metrics().node;
     let survivors: Vec<Arc<Node>> = nodes.iter().filter(|n| n.id() != old).cloned().collect();
     for node in nodes.iter().filter(|n| n.id() == old) {

@@ -1,13 +1,15 @@
 //! `meridian`: the command-line entry point.
 //!
-//! Until nodes and SQL exist, `meridian demo` walks through the layers that do: a time master
-//! and a node syncing TrueTime over gRPC, then MVCC rows on RocksDB written at commit
-//! timestamps with commit-wait and read back at past and present timestamps.
+//! Until the cluster and SQL exist, `meridian demo` walks through the layers that do: a time
+//! master and a node syncing TrueTime over gRPC; MVCC rows on RocksDB written at commit
+//! timestamps with commit-wait; a tablet replicated by Raft on three nodes; a transfer as a
+//! two-phase-commit transaction read back lock-free from followers; a leader failover.
 
 #![allow(clippy::print_stdout)] // a command-line tool talks on stdout
 
 mod demo;
 mod demo_tablets;
+mod demo_txn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
