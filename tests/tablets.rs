@@ -6,28 +6,18 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use meridian_tests::cluster::{Cluster, PATIENCE, address, put};
+use meridian_tests::cluster::{Cluster, PATIENCE, address, fast_node_config, put};
 use meridian_tests::{init_tracing, seed, wait_for};
-use tablet::{NodeConfig, NodeId, RaftConfig, TabletId};
+use tablet::{NodeId, TabletId};
 use truetime::Timestamp;
 
 const T1: TabletId = TabletId(1);
 
-fn config() -> NodeConfig {
-    NodeConfig {
-        raft: RaftConfig {
-            heartbeat_interval: Duration::from_millis(100),
-            election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
-            ..RaftConfig::default()
-        },
-        close_interval: Duration::from_millis(100),
-        ..NodeConfig::default()
-    }
-}
-
 async fn three_nodes(test: &str) -> Cluster {
     init_tracing();
-    let cluster = Cluster::start(3, seed(test), config()).await.unwrap();
+    let cluster = Cluster::start(3, seed(test), fast_node_config())
+        .await
+        .unwrap();
     cluster.create_tablet(T1, &cluster.ids()).await.unwrap();
     cluster
 }
@@ -170,7 +160,7 @@ async fn a_partitioned_old_leader_cannot_get_a_write_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_was_down_catches_up_by_snapshot_after_the_log_was_purged() {
     init_tracing();
-    let mut small_log = config();
+    let mut small_log = fast_node_config();
     small_log.raft.snapshot_after_entries = 20;
     small_log.raft.log_entries_kept_after_snapshot = 0;
     small_log.snapshot_chunk_bytes = 512; // several chunks per snapshot
@@ -281,7 +271,7 @@ async fn leader_timestamps_strictly_increase_across_forced_leader_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn membership_add_and_remove_under_writes_loses_nothing() {
     init_tracing();
-    let cluster = Cluster::start(4, seed("membership"), config())
+    let cluster = Cluster::start(4, seed("membership"), fast_node_config())
         .await
         .unwrap();
     let (n1, n2, n3, n4) = (NodeId(1), NodeId(2), NodeId(3), NodeId(4));
@@ -351,7 +341,7 @@ async fn idle_followers_safe_time_advances() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_tablets_on_one_cluster_make_progress_together() {
     init_tracing();
-    let cluster = Cluster::start(3, seed("twenty_tablets"), config())
+    let cluster = Cluster::start(3, seed("twenty_tablets"), fast_node_config())
         .await
         .unwrap();
     let tablets: Vec<TabletId> = (1..=20).map(TabletId).collect();

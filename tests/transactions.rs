@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use locks::{Priority, TxnId};
-use meridian_tests::cluster::PATIENCE;
+use meridian_tests::cluster::{PATIENCE, fast_node_config};
 use meridian_tests::txn_cluster::TxnCluster;
 use meridian_tests::{init_tracing, seed, wait_for};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tablet::{Mutation, NodeConfig, NodeId, RaftConfig, TabletId};
+use tablet::{Mutation, NodeId, TabletId};
 use truetime::Clock;
 use truetime::Timestamp;
 use txn::{ReadBound, ReplicaChoice, TxnClient, TxnConfig};
@@ -43,18 +43,6 @@ fn bank_splits() -> Vec<(Vec<u8>, TabletId)> {
     ]
 }
 
-fn node_config() -> NodeConfig {
-    NodeConfig {
-        raft: RaftConfig {
-            heartbeat_interval: Duration::from_millis(100),
-            election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
-            ..RaftConfig::default()
-        },
-        close_interval: Duration::from_millis(100),
-        ..NodeConfig::default()
-    }
-}
-
 fn txn_config() -> TxnConfig {
     TxnConfig {
         inquiry_after: Duration::from_millis(500),
@@ -64,9 +52,15 @@ fn txn_config() -> TxnConfig {
 
 async fn bank(test: &str) -> TxnCluster {
     init_tracing();
-    TxnCluster::start(3, seed(test), node_config(), txn_config(), bank_splits())
-        .await
-        .unwrap()
+    TxnCluster::start(
+        3,
+        seed(test),
+        fast_node_config(),
+        txn_config(),
+        bank_splits(),
+    )
+    .await
+    .unwrap()
 }
 
 /// Opens the accounts; returns the commit timestamp.
@@ -372,7 +366,7 @@ async fn skewed_cluster(test: &str, commit_wait: bool) -> TxnCluster {
         ..txn_config()
     };
     let splits = vec![(b"".to_vec(), TabletId(1)), (b"m".to_vec(), TabletId(2))];
-    let cluster = TxnCluster::start(3, seed(test), node_config(), config, splits)
+    let cluster = TxnCluster::start(3, seed(test), fast_node_config(), config, splits)
         .await
         .unwrap();
     let (a, b) = separate_leaders(&cluster).await;
@@ -463,7 +457,7 @@ const B: &[u8] = b"acct/5"; // on t2
 async fn prepared_transfer(test: &str) -> (TxnCluster, TxnId, Timestamp) {
     init_tracing();
     let splits = vec![(b"".to_vec(), TabletId(1)), (acct(4), TabletId(2))];
-    let cluster = TxnCluster::start(3, seed(test), node_config(), txn_config(), splits)
+    let cluster = TxnCluster::start(3, seed(test), fast_node_config(), txn_config(), splits)
         .await
         .unwrap();
     let client = cluster.client(NodeId(1), 1);
@@ -531,6 +525,27 @@ async fn balances_everywhere(cluster: &TxnCluster, ts: Timestamp) -> Vec<(i64, i
     out
 }
 
+/// Every replica shows none of the transfer before `commit_ts` and all of it from there on.
+async fn assert_transfer_committed_at(
+    cluster: &TxnCluster,
+    opened: Timestamp,
+    commit_ts: Timestamp,
+) {
+    let expectations = [
+        (opened, (50, 50)),
+        (commit_ts.prev(), (50, 50)),
+        (commit_ts, (40, 60)),
+    ];
+    for (ts, expected) in expectations {
+        for balances in balances_everywhere(cluster, ts).await {
+            assert_eq!(
+                balances, expected,
+                "at {ts}: all of the transfer or none of it"
+            );
+        }
+    }
+}
+
 fn leader_of(cluster: &TxnCluster, tablet: u64) -> NodeId {
     txn::Directory::leader(cluster.directory.as_ref(), TabletId(tablet))
         .unwrap()
@@ -594,18 +609,7 @@ async fn a_commit_logged_before_the_coordinator_died_reaches_every_participant()
     cluster.kill(coordinator).await;
     cluster.restart(coordinator).await.unwrap();
     wait_resolved(&cluster).await;
-    for (ts, expected) in [
-        (opened, (50, 50)),
-        (commit_ts.prev(), (50, 50)),
-        (commit_ts, (40, 60)),
-    ] {
-        for balances in balances_everywhere(&cluster, ts).await {
-            assert_eq!(
-                balances, expected,
-                "at {ts}: all of the transfer or none of it"
-            );
-        }
-    }
+    assert_transfer_committed_at(&cluster, opened, commit_ts).await;
     cluster.shutdown().await;
 }
 
@@ -633,18 +637,7 @@ async fn a_participant_killed_between_prepare_and_commit_applies_the_outcome_aft
         .unwrap();
     cluster.restart(participant).await.unwrap();
     wait_resolved(&cluster).await;
-    for (ts, expected) in [
-        (opened, (50, 50)),
-        (commit_ts.prev(), (50, 50)),
-        (commit_ts, (40, 60)),
-    ] {
-        for balances in balances_everywhere(&cluster, ts).await {
-            assert_eq!(
-                balances, expected,
-                "at {ts}: all of the transfer or none of it"
-            );
-        }
-    }
+    assert_transfer_committed_at(&cluster, opened, commit_ts).await;
     cluster.shutdown().await;
 }
 
@@ -719,7 +712,7 @@ async fn a_transaction_whose_client_vanished_releases_its_locks() {
     let cluster = TxnCluster::start(
         3,
         seed("client_vanished"),
-        node_config(),
+        fast_node_config(),
         config,
         bank_splits(),
     )

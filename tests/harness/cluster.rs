@@ -33,6 +33,20 @@ pub struct Cluster {
     slots: BTreeMap<NodeId, Slot>,
 }
 
+/// Node settings for tests: fast heartbeats and elections, and closed timestamps every
+/// 100 ms so followers' safe time keeps up.
+pub fn fast_node_config() -> NodeConfig {
+    NodeConfig {
+        raft: tablet::RaftConfig {
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
+            ..tablet::RaftConfig::default()
+        },
+        close_interval: Duration::from_millis(100),
+        ..NodeConfig::default()
+    }
+}
+
 /// The address a node is known by in group memberships.
 pub fn address(node: NodeId) -> String {
     format!("local://{node}")
