@@ -264,12 +264,8 @@ async fn bank_transfers_keep_the_total_through_every_read_path() {
     cluster.shutdown().await;
 }
 
-/// KNOWN BUG, kept out of the gate until fixed: in about one run in fifteen (seen under the
-/// full gate's load, not reproduced in isolation) an audit after leader kills finds the
-/// total off by one transfer's amount, and later audits agree, so a transfer was applied
-/// partially or a concurrent update was lost. Run it with
-/// `cargo test --workspace --test transactions -- --ignored`.
-#[ignore = "known bug: rare lost transfer under leader kills; see the doc comment"]
+/// Regression: this test once found a lost transfer after leader kills, caused by a lock
+/// table being replaced by one built for an older leadership (see `TxnService::leading`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bank_transfers_keep_the_total_while_leaders_are_killed() {
     let mut cluster = bank("bank_kills").await;
