@@ -308,7 +308,16 @@ impl ReadOnlyTxn<'_> {
 
     fn replica(&self, tablet: TabletId) -> Result<Arc<Tablet>> {
         let replicas = self.client.directory.replicas(tablet);
-        let pick = |leader: bool| replicas.iter().find(|r| r.is_leader() == leader).cloned();
+        // A deposed leader may still believe it leads until it hears the new term: prefer the
+        // leader of the newest term.
+        let pick = |leader: bool| {
+            let mut matching = replicas.iter().filter(|r| r.is_leader() == leader);
+            if leader {
+                matching.max_by_key(|r| r.metrics().term).cloned()
+            } else {
+                matching.next().cloned()
+            }
+        };
         let chosen = match self.replicas {
             ReplicaChoice::Leader => pick(true),
             ReplicaChoice::Follower => pick(false).or_else(|| pick(true)),

@@ -70,7 +70,11 @@ impl Directory for LocalDirectory {
         let index = self
             .splits
             .partition_point(|(start, _)| start.as_slice() <= key);
-        self.splits[index.saturating_sub(1)].1
+        // With no split covering `key` (or none at all), tablet 0: it has no leader, so the
+        // caller gets a clear "no leader" error rather than a panic.
+        self.splits
+            .get(index.wrapping_sub(1))
+            .map_or(TabletId(0), |(_, tablet)| *tablet)
     }
 
     fn leader(&self, tablet: TabletId) -> Option<Arc<TxnService>> {

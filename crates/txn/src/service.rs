@@ -735,43 +735,16 @@ impl TxnService {
         participants: &BTreeMap<TabletId, Participant>,
     ) -> Result<Timestamp> {
         let request_latest = self.clock.now()?.latest;
-        let directory = self.directory()?;
-        let prepares = participants.iter().map(|(id, part)| {
-            let service = if *id == coordinator {
-                Some(Arc::clone(self))
-            } else {
-                directory.leader(*id)
-            };
-            async move {
-                let service =
-                    service.ok_or_else(|| TxnError::Unavailable(format!("{id} has no leader")))?;
-                let mutations = part.mutations.clone();
-                service
-                    .prepare(txn, priority, *id, coordinator, mutations, part.read_under)
-                    .await
-            }
-        });
-        let votes = join_all(prepares).await;
-        let mut prepare_max = Timestamp::ZERO;
-        for vote in votes {
-            match vote {
-                Ok(ts) => prepare_max = prepare_max.max(ts),
-                Err(e) => {
-                    self.abort_everywhere(txn, participants).await;
-                    return Err(match e {
-                        TxnError::Aborted(reason) => TxnError::Aborted(reason),
-                        other => TxnError::Aborted(AbortReason::PrepareFailed(other.to_string())),
-                    });
-                }
-            }
-        }
-        // commit_ts >= every prepare timestamp, and > TT.now().latest at the commit request;
-        // the coordinator tablet's own allocator (its prepare) covers "above anything it
-        // assigned before".
+        let prepare_max = self
+            .prepare_everywhere(txn, priority, coordinator, participants)
+            .await?;
         if let Err(e) = self.enter_commit_point(txn) {
             self.abort_everywhere(txn, participants).await;
             return Err(e);
         }
+        // commit_ts >= every prepare timestamp, and > TT.now().latest at the commit request;
+        // the coordinator tablet's own prepare (allocated above everything it assigned
+        // before) is among the prepare timestamps.
         let commit_ts = prepare_max.max(request_latest.next());
         debug_assert!(commit_ts > request_latest && commit_ts >= prepare_max);
         let tablet = self.node.tablet(coordinator)?;
@@ -803,6 +776,47 @@ impl TxnService {
         self.release_on(txn, coordinator);
         self.notify_commit(txn, commit_ts, coordinator, participants);
         Ok(commit_ts)
+    }
+
+    /// 2PC phase one: every participant's leader prepares, in parallel. Returns the largest
+    /// prepare timestamp, or aborts the transaction everywhere if any participant failed.
+    async fn prepare_everywhere(
+        self: &Arc<Self>,
+        txn: TxnId,
+        priority: Priority,
+        coordinator: TabletId,
+        participants: &BTreeMap<TabletId, Participant>,
+    ) -> Result<Timestamp> {
+        let directory = self.directory()?;
+        let prepares = participants.iter().map(|(id, part)| {
+            let service = if *id == coordinator {
+                Some(Arc::clone(self))
+            } else {
+                directory.leader(*id)
+            };
+            async move {
+                let service =
+                    service.ok_or_else(|| TxnError::Unavailable(format!("{id} has no leader")))?;
+                let mutations = part.mutations.clone();
+                service
+                    .prepare(txn, priority, *id, coordinator, mutations, part.read_under)
+                    .await
+            }
+        });
+        let mut prepare_max = Timestamp::ZERO;
+        for vote in join_all(prepares).await {
+            match vote {
+                Ok(ts) => prepare_max = prepare_max.max(ts),
+                Err(e) => {
+                    self.abort_everywhere(txn, participants).await;
+                    return Err(match e {
+                        TxnError::Aborted(reason) => TxnError::Aborted(reason),
+                        other => TxnError::Aborted(AbortReason::PrepareFailed(other.to_string())),
+                    });
+                }
+            }
+        }
+        Ok(prepare_max)
     }
 
     /// Tells the other participants the commit outcome, retrying through leader changes; the
