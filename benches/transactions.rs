@@ -88,6 +88,29 @@ fn transactions(c: &mut Criterion) {
     });
     group.finish();
     runtime.block_on(cluster.shutdown());
+    commit_wait_off(c, &runtime);
+}
+
+/// The same 2PC transfer with commit-wait switched off (a test-only switch): the difference
+/// shows how much of commit-wait the COMMIT round hides.
+fn commit_wait_off(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
+    let splits = vec![(b"".to_vec(), TabletId(1)), (key(5), TabletId(2))];
+    let config = TxnConfig {
+        commit_wait: false,
+        ..TxnConfig::default()
+    };
+    let cluster = runtime
+        .block_on(TxnCluster::start(3, 7, fast_node_config(), config, splits))
+        .expect("cluster");
+    let client = cluster.client(NodeId(1), 1);
+    runtime.block_on(transfer(&client, 1, 6));
+    let mut group = c.benchmark_group("transactions");
+    group.sample_size(30);
+    group.bench_function("read_write_two_tablets_2pc_without_commit_wait", |b| {
+        b.iter(|| runtime.block_on(transfer(&client, 1, 6)))
+    });
+    group.finish();
+    runtime.block_on(cluster.shutdown());
 }
 
 criterion_group!(benches, transactions);
