@@ -50,9 +50,24 @@ pub(crate) struct SnapshotPayload {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct TxnRecords {
     pub(crate) prepared: BTreeMap<TxnId, PreparedTxn>,
-    /// The commit timestamp, or `None` for an abort.
-    pub(crate) decided: BTreeMap<TxnId, Option<Timestamp>>,
+    pub(crate) decided: BTreeMap<TxnId, Decided>,
 }
+
+/// An applied outcome, kept for [`DECIDED_RETENTION`] so that duplicate and late messages
+/// about the transaction are recognised.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Decided {
+    /// The commit timestamp, or `None` for an abort.
+    pub(crate) outcome: Option<Timestamp>,
+    /// The tablet's floor when the outcome was applied (a replica-independent clock).
+    pub(crate) at: Timestamp,
+}
+
+/// How long (in timestamp time) outcomes are remembered. Far beyond every retry, keepalive
+/// and inquiry period, after which nothing legitimate still mentions the transaction: a late
+/// prepare of a forgotten transaction stays prepared until its coordinator's group (which
+/// presumes abort) answers the inquiry; a late commit finds nothing prepared and is ignored.
+pub(crate) const DECIDED_RETENTION: std::time::Duration = std::time::Duration::from_secs(600);
 
 const PREPARED: u8 = b'p';
 const DECIDED: u8 = b'd';
@@ -109,8 +124,8 @@ impl TxnRecords {
         for (txn, prepared) in &self.prepared {
             batch.put(Cf::Meta, txn_key(prefix, PREPARED, *txn), encode(prepared)?);
         }
-        for (txn, outcome) in &self.decided {
-            batch.put(Cf::Meta, txn_key(prefix, DECIDED, *txn), encode(outcome)?);
+        for (txn, decided) in &self.decided {
+            batch.put(Cf::Meta, txn_key(prefix, DECIDED, *txn), encode(decided)?);
         }
         Ok(())
     }
@@ -230,6 +245,7 @@ impl StateMachine {
             }
             TabletCommand::Close { ts } => {
                 self.applied.floor = self.applied.floor.max(ts);
+                self.forget_decided_before(ts.saturating_sub(DECIDED_RETENTION), batch);
                 Ok(TabletResponse::Applied)
             }
             TabletCommand::Prepare {
@@ -259,9 +275,9 @@ impl StateMachine {
         batch: &mut WriteBatch,
     ) -> io::Result<TabletResponse> {
         let prepare_ts = prepared.prepare_ts;
-        if let Some(commit_ts) = self.txns.decided.get(&txn) {
+        if let Some(decided) = self.txns.decided.get(&txn) {
             return Ok(TabletResponse::AlreadyDecided {
-                commit_ts: *commit_ts,
+                commit_ts: decided.outcome,
             });
         }
         if self.txns.prepared.contains_key(&txn) {
@@ -294,7 +310,7 @@ impl StateMachine {
     ) -> io::Result<TabletResponse> {
         if let Some(decided) = self.txns.decided.get(&txn) {
             return Ok(TabletResponse::AlreadyDecided {
-                commit_ts: *decided,
+                commit_ts: decided.outcome,
             });
         }
         let prepared = self.txns.prepared.get(&txn);
@@ -310,13 +326,30 @@ impl StateMachine {
         }
         self.txns.prepared.remove(&txn);
         batch.delete(Cf::Meta, txn_key(&self.txn_prefix, PREPARED, txn));
+        let decided = Decided {
+            outcome,
+            at: self.applied.floor,
+        };
         batch.put(
             Cf::Meta,
             txn_key(&self.txn_prefix, DECIDED, txn),
-            encode(&outcome)?,
+            encode(&decided)?,
         );
-        self.txns.decided.insert(txn, outcome);
+        self.txns.decided.insert(txn, decided);
         Ok(TabletResponse::Applied)
+    }
+
+    /// Drops the outcomes applied before `horizon` (deterministically: every replica applies
+    /// the same closed timestamps).
+    fn forget_decided_before(&mut self, horizon: Timestamp, batch: &mut WriteBatch) {
+        let prefix = &self.txn_prefix;
+        self.txns.decided.retain(|txn, decided| {
+            let keep = decided.at >= horizon;
+            if !keep {
+                batch.delete(Cf::Meta, txn_key(prefix, DECIDED, *txn));
+            }
+            keep
+        });
     }
 
     /// The prepared, undecided transactions (a new leader rebuilds their locks from these).
@@ -327,7 +360,7 @@ impl StateMachine {
     /// The recorded outcome of `txn`: `Some(Some(commit_ts))`, `Some(None)` for an abort,
     /// `None` if undecided or unknown here.
     pub(crate) fn decided(&self, txn: TxnId) -> Option<Option<Timestamp>> {
-        self.txns.decided.get(&txn).copied()
+        self.txns.decided.get(&txn).map(|d| d.outcome)
     }
 
     /// Stages the removal of `tablet`'s transaction records (when the replica is destroyed).

@@ -2,6 +2,7 @@
 //! timestamp is not above everything applied or closed before it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::stream;
 use openraft::alias::EntryOf;
@@ -206,4 +207,45 @@ async fn a_prepared_transaction_holds_safe_time_below_it_until_its_outcome() {
         AlreadyDecided { commit_ts: None }
     );
     assert_eq!(progress.borrow().prepared, 0);
+}
+
+#[tokio::test]
+async fn outcomes_are_forgotten_after_the_retention_period() {
+    use crate::TabletResponse::{AlreadyDecided, Applied};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(Engine::open(dir.path(), &EngineOptions::default()).unwrap());
+    let tablet = TabletId(4);
+    let mvcc = Arc::new(Mvcc::open(Arc::clone(&engine), tablet.keyspace()).unwrap());
+    let (tx, _progress) = watch::channel(Progress::default());
+    let mut machine = StateMachine::open(Arc::clone(&engine), mvcc, tablet, tx).unwrap();
+    let txn = locks::TxnId(9);
+    let start = Timestamp::from_nanos(1_000_000_000_000);
+    apply_one(&mut machine, TabletCommand::Close { ts: start });
+    assert_eq!(
+        apply_one(&mut machine, TabletCommand::Abort { txn }),
+        Applied
+    );
+    let retention = super::state_machine::DECIDED_RETENTION;
+    apply_one(
+        &mut machine,
+        TabletCommand::Close {
+            ts: start.saturating_add(retention),
+        },
+    );
+    assert_eq!(
+        apply_one(&mut machine, TabletCommand::Abort { txn }),
+        AlreadyDecided { commit_ts: None },
+        "remembered for the whole retention period"
+    );
+    let later = start
+        .saturating_add(retention)
+        .saturating_add(Duration::from_secs(1));
+    apply_one(&mut machine, TabletCommand::Close { ts: later });
+    assert_eq!(machine.decided(txn), None, "forgotten after it");
+    // ... and gone from disk too.
+    drop(machine);
+    let mvcc = Arc::new(Mvcc::open(Arc::clone(&engine), tablet.keyspace()).unwrap());
+    let (tx, _progress) = watch::channel(Progress::default());
+    let machine = StateMachine::open(engine, mvcc, tablet, tx).unwrap();
+    assert_eq!(machine.decided(txn), None);
 }
