@@ -768,3 +768,106 @@ async fn a_strong_single_tablet_read_uses_the_last_applied_timestamp() {
     assert!(wide >= now);
     cluster.shutdown().await;
 }
+
+/// A list stored as concatenated big-endian u64s.
+fn decode_list(value: Option<Vec<u8>>) -> Vec<u64> {
+    value
+        .unwrap_or_default()
+        .chunks_exact(8)
+        .map(|c| u64::from_be_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn list_key(key: u64) -> Vec<u8> {
+    format!("list/{key}").into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_list_append_transactions_are_strictly_serializable() {
+    use checker::{Op, Outcome, Txn};
+    init_tracing();
+    let splits = vec![(b"".to_vec(), TabletId(1)), (list_key(3), TabletId(2))];
+    let seed = seed("list_append");
+    let cluster = TxnCluster::start(3, seed, fast_node_config(), txn_config(), splits)
+        .await
+        .unwrap();
+    let origin = Instant::now();
+    let clients: Vec<TxnClient> = (0..4u64)
+        .map(|c| cluster.client(NodeId(c % 3 + 1), (c + 1) << 40))
+        .collect();
+    let histories =
+        futures_util::future::join_all(clients.iter().enumerate().map(|(c, client)| async move {
+            let mut rng = StdRng::seed_from_u64(seed ^ c as u64);
+            let mut history = Vec::new();
+            for n in 0..12u64 {
+                // 1-3 operations on keys 0-5 (two tablets); appended values are unique.
+                let plan: Vec<(u64, bool)> = (0..rng.random_range(1..=3))
+                    .map(|_| (rng.random_range(0..6), rng.random_bool(0.5)))
+                    .collect();
+                let value = ((c as u64) << 32) | (n << 8);
+                let recorded = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+                let start = origin.elapsed().as_nanos() as u64;
+                let result = client
+                    .read_write(|tx| {
+                        let (plan, recorded) = (plan.clone(), std::sync::Arc::clone(&recorded));
+                        Box::pin(async move {
+                            let mut ops = Vec::new();
+                            for (i, (key, is_append)) in plan.into_iter().enumerate() {
+                                let value = value | i as u64; // unique per append
+                                let list = decode_list(tx.read(&list_key(key)).await?);
+                                if is_append {
+                                    let mut bytes: Vec<u8> =
+                                        list.iter().flat_map(|v| v.to_be_bytes()).collect();
+                                    bytes.extend_from_slice(&value.to_be_bytes());
+                                    tx.write(list_key(key), bytes);
+                                    ops.push(Op::Append { key, value });
+                                } else {
+                                    ops.push(Op::Read {
+                                        key,
+                                        values: Some(list),
+                                    });
+                                }
+                            }
+                            *recorded.lock().unwrap() = ops; // the last attempt's operations
+                            Ok(())
+                        })
+                    })
+                    .await;
+                let end = origin.elapsed().as_nanos() as u64;
+                let outcome = match result {
+                    Ok(_) => Outcome::Committed,
+                    Err(txn::TxnError::Indeterminate(_)) => Outcome::Unknown,
+                    Err(_) => Outcome::Failed,
+                };
+                let ops = std::mem::take(&mut *recorded.lock().unwrap());
+                history.push(Txn {
+                    id: ((c as u64) << 32) | n,
+                    start,
+                    end,
+                    outcome,
+                    ops,
+                });
+            }
+            history
+        }));
+    let history: Vec<Txn> = histories.await.into_iter().flatten().collect();
+    let committed = history
+        .iter()
+        .filter(|t| t.outcome == Outcome::Committed)
+        .count();
+    assert!(
+        committed > history.len() / 2,
+        "most transactions committed: {committed} of {}",
+        history.len()
+    );
+    let anomalies = checker::check(&history);
+    let involved: Vec<&Txn> = history
+        .iter()
+        .filter(|t| anomalies.iter().any(|a| a.txns.contains(&t.id)))
+        .collect();
+    assert!(
+        anomalies.is_empty(),
+        "strict-serializability anomalies: {anomalies:?} in {involved:#?}"
+    );
+    cluster.shutdown().await;
+}
