@@ -778,96 +778,173 @@ fn decode_list(value: Option<Vec<u8>>) -> Vec<u64> {
         .collect()
 }
 
+/// Keys 0-2 sort before "m" (tablet t1), keys 3-5 after it (tablet t2).
 fn list_key(key: u64) -> Vec<u8> {
-    format!("list/{key}").into_bytes()
+    let side = if key < 3 { "a" } else { "z" };
+    format!("{side}/list/{key}").into_bytes()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn random_list_append_transactions_are_strictly_serializable() {
+fn list_append_splits() -> Vec<(Vec<u8>, TabletId)> {
+    vec![(b"".to_vec(), TabletId(1)), (b"m".to_vec(), TabletId(2))]
+}
+
+/// Appends `value` to the list at `key` inside `tx` (read, then write the longer list).
+async fn append_to(tx: &mut txn::Transaction<'_>, key: u64, value: u64) -> txn::Result<()> {
+    let mut bytes = tx.read(&list_key(key)).await?.unwrap_or_default();
+    bytes.extend_from_slice(&value.to_be_bytes());
+    tx.write(list_key(key), bytes);
+    Ok(())
+}
+
+/// One client's random transactions: read-write ones that read and append to lists, and
+/// (with probability `read_only`) strong read-only ones that read two lists.
+async fn list_append_client(
+    client: &TxnClient,
+    c: u64,
+    seed: u64,
+    origin: Instant,
+    read_only: f64,
+) -> Vec<checker::Txn> {
     use checker::{Op, Outcome, Txn};
-    init_tracing();
-    let splits = vec![(b"".to_vec(), TabletId(1)), (list_key(3), TabletId(2))];
-    let seed = seed("list_append");
-    let cluster = TxnCluster::start(3, seed, fast_node_config(), txn_config(), splits)
-        .await
-        .unwrap();
+    let mut rng = StdRng::seed_from_u64(seed ^ c);
+    let mut history = Vec::new();
+    for n in 0..12u64 {
+        let id = (c << 32) | (n << 8);
+        let start = origin.elapsed().as_nanos() as u64;
+        let (outcome, ops) = if rng.random_bool(read_only) {
+            let keys = [rng.random_range(0..3), rng.random_range(3..6)];
+            let mut snapshot = client
+                .read_only(ReadBound::Strong, ReplicaChoice::Any)
+                .unwrap();
+            let mut ops = Vec::new();
+            for key in keys {
+                let values = decode_list(snapshot.read(&list_key(key)).await.unwrap());
+                ops.push(Op::Read {
+                    key,
+                    values: Some(values),
+                });
+            }
+            (Outcome::Committed, ops)
+        } else {
+            let plan: Vec<(u64, bool)> = (0..rng.random_range(1..=3))
+                .map(|_| (rng.random_range(0..6), rng.random_bool(0.5)))
+                .collect();
+            let recorded = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let result = client
+                .read_write(|tx| {
+                    let (plan, recorded) = (plan.clone(), std::sync::Arc::clone(&recorded));
+                    Box::pin(async move {
+                        let mut ops = Vec::new();
+                        for (i, (key, is_append)) in plan.into_iter().enumerate() {
+                            let value = id | i as u64; // unique per append
+                            if is_append {
+                                append_to(tx, key, value).await?;
+                                ops.push(Op::Append { key, value });
+                            } else {
+                                let values = decode_list(tx.read(&list_key(key)).await?);
+                                ops.push(Op::Read {
+                                    key,
+                                    values: Some(values),
+                                });
+                            }
+                        }
+                        *recorded.lock().unwrap() = ops; // the last attempt's operations
+                        Ok(())
+                    })
+                })
+                .await;
+            let outcome = match result {
+                Ok(_) => Outcome::Committed,
+                Err(txn::TxnError::Indeterminate(_)) => Outcome::Unknown,
+                Err(_) => Outcome::Failed,
+            };
+            (outcome, std::mem::take(&mut *recorded.lock().unwrap()))
+        };
+        history.push(Txn {
+            id,
+            start,
+            end: origin.elapsed().as_nanos() as u64,
+            outcome,
+            ops,
+        });
+    }
+    history
+}
+
+/// Runs `clients` list-append clients (client `c` on node `c % 3 + 1`'s clock) and returns
+/// the whole history.
+async fn list_append_history(cluster: &TxnCluster, seed: u64, read_only: f64) -> Vec<checker::Txn> {
     let origin = Instant::now();
     let clients: Vec<TxnClient> = (0..4u64)
         .map(|c| cluster.client(NodeId(c % 3 + 1), (c + 1) << 40))
         .collect();
-    let histories =
-        futures_util::future::join_all(clients.iter().enumerate().map(|(c, client)| async move {
-            let mut rng = StdRng::seed_from_u64(seed ^ c as u64);
-            let mut history = Vec::new();
-            for n in 0..12u64 {
-                // 1-3 operations on keys 0-5 (two tablets); appended values are unique.
-                let plan: Vec<(u64, bool)> = (0..rng.random_range(1..=3))
-                    .map(|_| (rng.random_range(0..6), rng.random_bool(0.5)))
-                    .collect();
-                let value = ((c as u64) << 32) | (n << 8);
-                let recorded = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-                let start = origin.elapsed().as_nanos() as u64;
-                let result = client
-                    .read_write(|tx| {
-                        let (plan, recorded) = (plan.clone(), std::sync::Arc::clone(&recorded));
-                        Box::pin(async move {
-                            let mut ops = Vec::new();
-                            for (i, (key, is_append)) in plan.into_iter().enumerate() {
-                                let value = value | i as u64; // unique per append
-                                let list = decode_list(tx.read(&list_key(key)).await?);
-                                if is_append {
-                                    let mut bytes: Vec<u8> =
-                                        list.iter().flat_map(|v| v.to_be_bytes()).collect();
-                                    bytes.extend_from_slice(&value.to_be_bytes());
-                                    tx.write(list_key(key), bytes);
-                                    ops.push(Op::Append { key, value });
-                                } else {
-                                    ops.push(Op::Read {
-                                        key,
-                                        values: Some(list),
-                                    });
-                                }
-                            }
-                            *recorded.lock().unwrap() = ops; // the last attempt's operations
-                            Ok(())
-                        })
-                    })
-                    .await;
-                let end = origin.elapsed().as_nanos() as u64;
-                let outcome = match result {
-                    Ok(_) => Outcome::Committed,
-                    Err(txn::TxnError::Indeterminate(_)) => Outcome::Unknown,
-                    Err(_) => Outcome::Failed,
-                };
-                let ops = std::mem::take(&mut *recorded.lock().unwrap());
-                history.push(Txn {
-                    id: ((c as u64) << 32) | n,
-                    start,
-                    end,
-                    outcome,
-                    ops,
-                });
-            }
-            history
-        }));
-    let history: Vec<Txn> = histories.await.into_iter().flatten().collect();
-    let committed = history
+    let runs = clients
         .iter()
-        .filter(|t| t.outcome == Outcome::Committed)
-        .count();
-    assert!(
-        committed > history.len() / 2,
-        "most transactions committed: {committed} of {}",
-        history.len()
-    );
-    let anomalies = checker::check(&history);
-    let involved: Vec<&Txn> = history
+        .enumerate()
+        .map(|(c, client)| list_append_client(client, c as u64, seed, origin, read_only));
+    futures_util::future::join_all(runs)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+fn assert_strictly_serializable(history: &[checker::Txn]) {
+    let anomalies = checker::check(history);
+    let involved: Vec<&checker::Txn> = history
         .iter()
         .filter(|t| anomalies.iter().any(|a| a.txns.contains(&t.id)))
         .collect();
     assert!(
         anomalies.is_empty(),
         "strict-serializability anomalies: {anomalies:?} in {involved:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_list_append_transactions_are_strictly_serializable() {
+    init_tracing();
+    let seed = seed("list_append");
+    let cluster = TxnCluster::start(
+        3,
+        seed,
+        fast_node_config(),
+        txn_config(),
+        list_append_splits(),
+    )
+    .await
+    .unwrap();
+    let history = list_append_history(&cluster, seed, 0.3).await;
+    let committed = history
+        .iter()
+        .filter(|t| t.outcome == checker::Outcome::Committed)
+        .count();
+    assert!(
+        committed > history.len() / 2,
+        "most transactions committed: {committed} of {}",
+        history.len()
+    );
+    assert_strictly_serializable(&history);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_clock_skew_list_append_histories_stay_strictly_serializable() {
+    let cluster = skewed_cluster("list_append_skew", true).await;
+    let history = list_append_history(&cluster, seed("list_append_skew_run"), 0.5).await;
+    assert_strictly_serializable(&history);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_commit_wait_the_list_append_checker_finds_stale_snapshots() {
+    let cluster = skewed_cluster("list_append_no_commit_wait", false).await;
+    let history = list_append_history(&cluster, seed("list_append_no_commit_wait_run"), 0.5).await;
+    let anomalies = checker::check(&history);
+    let real_time = anomalies.iter().any(|a| matches!(&a.kind, checker::AnomalyKind::Cycle(edges) if edges.contains(&checker::Edge::RealTime)));
+    assert!(
+        real_time,
+        "the checker must see read-only snapshots miss acknowledged writes: {anomalies:?}"
     );
     cluster.shutdown().await;
 }
