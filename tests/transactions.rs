@@ -121,6 +121,14 @@ async fn audit(
     Ok(balances)
 }
 
+/// A last strong audit: the total is intact.
+async fn assert_final_total(client: &TxnClient) {
+    let balances = audit(client, ReadBound::Strong, ReplicaChoice::Any)
+        .await
+        .unwrap();
+    assert_consistent(&balances, "final");
+}
+
 fn assert_consistent(balances: &[i64], path: &str) {
     assert_eq!(
         balances.iter().sum::<i64>(),
@@ -257,10 +265,7 @@ async fn bank_transfers_keep_the_total_through_every_read_path() {
         audits.iter().all(|n| *n > 0),
         "every read path audited: {audits:?}"
     );
-    let balances = audit(&client, ReadBound::Strong, ReplicaChoice::Any)
-        .await
-        .unwrap();
-    assert_consistent(&balances, "final");
+    assert_final_total(&client).await;
     cluster.shutdown().await;
 }
 
@@ -301,10 +306,7 @@ async fn bank_transfers_keep_the_total_while_leaders_are_killed() {
         audits.iter().all(|n| *n > 0),
         "every read path audited: {audits:?}"
     );
-    let balances = audit(&client, ReadBound::Strong, ReplicaChoice::Any)
-        .await
-        .unwrap();
-    assert_consistent(&balances, "final");
+    assert_final_total(&client).await;
     cluster.shutdown().await;
 }
 
@@ -691,10 +693,7 @@ async fn a_hot_account_still_makes_progress() {
     tokio::time::timeout(Duration::from_secs(60), work)
         .await
         .expect("hot-account transfers finished");
-    let balances = audit(&client, ReadBound::Strong, ReplicaChoice::Any)
-        .await
-        .unwrap();
-    assert_consistent(&balances, "final");
+    assert_final_total(&client).await;
     cluster.shutdown().await;
 }
 

@@ -25,6 +25,36 @@ fn entry(index: u64, command: TabletCommand) -> EntryOf<TypeConfig> {
     }
 }
 
+/// A tablet's engine and rows in a temporary directory; opens its state machine as often
+/// as a test restarts it.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    engine: Arc<Engine>,
+    mvcc: Arc<Mvcc>,
+    tablet: TabletId,
+}
+
+impl Fixture {
+    fn new(tablet: TabletId) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Arc::new(Engine::open(dir.path(), &EngineOptions::default()).unwrap());
+        let mvcc = Arc::new(Mvcc::open(Arc::clone(&engine), tablet.keyspace()).unwrap());
+        Fixture {
+            _dir: dir,
+            engine,
+            mvcc,
+            tablet,
+        }
+    }
+
+    fn open(&self) -> (StateMachine, watch::Receiver<Progress>) {
+        let (tx, progress) = watch::channel(Progress::default());
+        let engine = Arc::clone(&self.engine);
+        let machine = StateMachine::open(engine, Arc::clone(&self.mvcc), self.tablet, tx).unwrap();
+        (machine, progress)
+    }
+}
+
 fn write(ts: u64) -> TabletCommand {
     let mutation = Mutation {
         key: b"k".to_vec(),
@@ -38,12 +68,9 @@ fn write(ts: u64) -> TabletCommand {
 
 #[tokio::test]
 async fn commands_at_or_below_the_floor_are_rejected_and_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Arc::new(Engine::open(dir.path(), &EngineOptions::default()).unwrap());
-    let tablet = TabletId(1);
-    let mvcc = Arc::new(Mvcc::open(Arc::clone(&engine), tablet.keyspace()).unwrap());
-    let (tx, progress) = watch::channel(Progress::default());
-    let mut machine = StateMachine::open(engine, Arc::clone(&mvcc), tablet, tx).unwrap();
+    let fixture = Fixture::new(TabletId(1));
+    let (mut machine, progress) = fixture.open();
+    let mvcc = &fixture.mvcc;
     let close = |ts| TabletCommand::Close {
         ts: Timestamp::from_nanos(ts),
     };
@@ -85,13 +112,10 @@ fn apply_one(machine: &mut StateMachine, command: TabletCommand) -> crate::Table
 #[tokio::test]
 async fn a_prepared_transaction_holds_safe_time_below_it_until_its_outcome() {
     use crate::TabletResponse::{AlreadyDecided, Applied, NotPrepared};
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Arc::new(Engine::open(dir.path(), &EngineOptions::default()).unwrap());
-    let tablet = TabletId(3);
-    let mvcc = Arc::new(Mvcc::open(Arc::clone(&engine), tablet.keyspace()).unwrap());
-    let (tx, progress) = watch::channel(Progress::default());
-    let mut machine =
-        StateMachine::open(Arc::clone(&engine), Arc::clone(&mvcc), tablet, tx).unwrap();
+    let fixture = Fixture::new(TabletId(3));
+    let tablet = fixture.tablet;
+    let (mut machine, progress) = fixture.open();
+    let mvcc = &fixture.mvcc;
     let ts = Timestamp::from_nanos;
     let (t1, t2) = (locks::TxnId(1), locks::TxnId(2));
     let mutation = |v: &[u8]| {
@@ -130,8 +154,7 @@ async fn a_prepared_transaction_holds_safe_time_below_it_until_its_outcome() {
 
     // The prepared record survives a restart.
     drop(machine);
-    let (tx, progress) = watch::channel(Progress::default());
-    let mut machine = StateMachine::open(engine, Arc::clone(&mvcc), tablet, tx).unwrap();
+    let (mut machine, progress) = fixture.open();
     assert_eq!(progress.borrow().safe_ts, ts(99));
 
     assert_eq!(
@@ -212,12 +235,8 @@ async fn a_prepared_transaction_holds_safe_time_below_it_until_its_outcome() {
 #[tokio::test]
 async fn outcomes_are_forgotten_after_the_retention_period() {
     use crate::TabletResponse::{AlreadyDecided, Applied};
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Arc::new(Engine::open(dir.path(), &EngineOptions::default()).unwrap());
-    let tablet = TabletId(4);
-    let mvcc = Arc::new(Mvcc::open(Arc::clone(&engine), tablet.keyspace()).unwrap());
-    let (tx, _progress) = watch::channel(Progress::default());
-    let mut machine = StateMachine::open(Arc::clone(&engine), mvcc, tablet, tx).unwrap();
+    let fixture = Fixture::new(TabletId(4));
+    let (mut machine, _progress) = fixture.open();
     let txn = locks::TxnId(9);
     let start = Timestamp::from_nanos(1_000_000_000_000);
     apply_one(&mut machine, TabletCommand::Close { ts: start });
@@ -244,8 +263,6 @@ async fn outcomes_are_forgotten_after_the_retention_period() {
     assert_eq!(machine.decided(txn), None, "forgotten after it");
     // ... and gone from disk too.
     drop(machine);
-    let mvcc = Arc::new(Mvcc::open(Arc::clone(&engine), tablet.keyspace()).unwrap());
-    let (tx, _progress) = watch::channel(Progress::default());
-    let machine = StateMachine::open(engine, mvcc, tablet, tx).unwrap();
+    let (machine, _progress) = fixture.open();
     assert_eq!(machine.decided(txn), None);
 }
