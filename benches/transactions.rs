@@ -1,7 +1,7 @@
 //! Read-only against read-write transaction latency on an in-process 3-node cluster (each
 //! node with its own RocksDB, fsync'd Raft log, ε = 1 ms test clocks).
 //!
-//! `cargo bench -p meridian-benches --bench transactions`
+//! `source tools/env.sh && cargo bench --workspace --bench transactions`
 
 use std::hint::black_box;
 use std::time::Duration;
