@@ -127,9 +127,14 @@ impl Cluster {
             let (dir, config) = (dir.clone(), config.clone());
             // The last holder of the old instance may still be closing RocksDB (its lock
             // file is released at the end of the drop): retry until it has.
-            async move { Node::open(id, &dir, endpoint, clock, config).await.ok() }
+            async move {
+                match Node::open(id, &dir, endpoint, clock, config).await {
+                    Err(e) if e.to_string().contains("LOCK") => None,
+                    opened => Some(opened),
+                }
+            }
         })
-        .await?;
+        .await??;
         let handler: Arc<dyn RpcHandler> = node.clone();
         self.network.register(id, Arc::downgrade(&handler));
         if let Some(slot) = self.slots.get_mut(&id) {

@@ -124,6 +124,22 @@ pub fn check(history: &[Txn]) -> Vec<Anomaly> {
     anomalies
 }
 
+/// Every complete read of a committed transaction: (reader, key, list).
+fn committed_reads(history: &[Txn]) -> impl Iterator<Item = (&Txn, u64, &Vec<u64>)> {
+    history
+        .iter()
+        .filter(|t| t.outcome == Outcome::Committed)
+        .flat_map(|txn| {
+            txn.ops.iter().filter_map(move |op| match op {
+                Op::Read {
+                    key,
+                    values: Some(values),
+                } => Some((txn, *key, values)),
+                _ => None,
+            })
+        })
+}
+
 /// Whether a transaction's writes may be visible (committed, or unknown but possibly so).
 fn may_have_committed(txn: &Txn) -> bool {
     txn.outcome != Outcome::Failed
@@ -156,16 +172,8 @@ fn index_appends<'h>(
 /// Each key's version order: the longest committed read, checked against every other read.
 fn version_orders(history: &[Txn], anomalies: &mut Vec<Anomaly>) -> BTreeMap<u64, Vec<u64>> {
     let mut reads: BTreeMap<u64, Vec<(u64, &Vec<u64>)>> = BTreeMap::new();
-    for txn in history.iter().filter(|t| t.outcome == Outcome::Committed) {
-        for op in &txn.ops {
-            if let Op::Read {
-                key,
-                values: Some(values),
-            } = op
-            {
-                reads.entry(*key).or_default().push((txn.id, values));
-            }
-        }
+    for (txn, key, values) in committed_reads(history) {
+        reads.entry(key).or_default().push((txn.id, values));
     }
     let mut orders = BTreeMap::new();
     for (key, observed) in reads {
@@ -187,33 +195,18 @@ fn version_orders(history: &[Txn], anomalies: &mut Vec<Anomaly>) -> BTreeMap<u64
 }
 
 fn check_reads(history: &[Txn], writers: &HashMap<(u64, u64), &Txn>, anomalies: &mut Vec<Anomaly>) {
-    for txn in history.iter().filter(|t| t.outcome == Outcome::Committed) {
-        for op in &txn.ops {
-            let Op::Read {
-                key,
-                values: Some(values),
-            } = op
-            else {
-                continue;
-            };
-            for value in values {
-                match writers.get(&(*key, *value)) {
-                    None => anomalies.push(Anomaly {
-                        kind: AnomalyKind::PhantomValue {
-                            key: *key,
-                            value: *value,
-                        },
-                        txns: vec![txn.id],
-                    }),
-                    Some(writer) if writer.outcome == Outcome::Failed => anomalies.push(Anomaly {
-                        kind: AnomalyKind::AbortedRead {
-                            key: *key,
-                            value: *value,
-                        },
-                        txns: vec![writer.id, txn.id],
-                    }),
-                    Some(_) => {}
-                }
+    for (txn, key, values) in committed_reads(history) {
+        for value in values {
+            match writers.get(&(key, *value)) {
+                None => anomalies.push(Anomaly {
+                    kind: AnomalyKind::PhantomValue { key, value: *value },
+                    txns: vec![txn.id],
+                }),
+                Some(writer) if writer.outcome == Outcome::Failed => anomalies.push(Anomaly {
+                    kind: AnomalyKind::AbortedRead { key, value: *value },
+                    txns: vec![writer.id, txn.id],
+                }),
+                Some(_) => {}
             }
         }
     }
@@ -244,23 +237,14 @@ fn dependency_graph(
             }
         }
     }
-    for txn in history.iter().filter(|t| t.outcome == Outcome::Committed) {
-        for op in &txn.ops {
-            let Op::Read {
-                key,
-                values: Some(values),
-            } = op
-            else {
-                continue;
-            };
-            if let Some(writer) = values.last().and_then(|v| writer_of(*key, *v)) {
-                add_edge(&mut graph, writer, txn.id, Edge::WriteRead);
-            }
-            // The version after the last one this read saw was written after it.
-            let next = orders.get(key).and_then(|order| order.get(values.len()));
-            if let Some(overwriter) = next.and_then(|v| writer_of(*key, *v)) {
-                add_edge(&mut graph, txn.id, overwriter, Edge::ReadWrite);
-            }
+    for (txn, key, values) in committed_reads(history) {
+        if let Some(writer) = values.last().and_then(|v| writer_of(key, *v)) {
+            add_edge(&mut graph, writer, txn.id, Edge::WriteRead);
+        }
+        // The version after the last one this read saw was written after it.
+        let next = orders.get(&key).and_then(|order| order.get(values.len()));
+        if let Some(overwriter) = next.and_then(|v| writer_of(key, *v)) {
+            add_edge(&mut graph, txn.id, overwriter, Edge::ReadWrite);
         }
     }
     let committed: Vec<&Txn> = history

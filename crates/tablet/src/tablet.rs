@@ -384,6 +384,16 @@ impl Tablet {
             .map_err(|e| self.stopped(e))
     }
 
+    /// The Raft term this replica is in (cheap: no metrics copy).
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
+    }
+
+    /// This replica's apply progress: safe times and prepared transactions.
+    pub fn progress(&self) -> Progress {
+        *self.progress.borrow()
+    }
+
     /// This replica's `t_safe`: reads at or below it are served here without locks.
     pub fn safe_ts(&self) -> Timestamp {
         self.progress.borrow().safe_ts

@@ -162,9 +162,9 @@ impl TxnClient {
         if let [tablet] = tablets.iter().copied().collect::<Vec<_>>().as_slice()
             && let Some(leader) = self.leader(*tablet)?.tablet(*tablet)
         {
-            let metrics = leader.metrics();
-            if metrics.prepared == 0 && leader.is_leader() {
-                let s_read = metrics.paxos_safe_ts;
+            let progress = leader.progress();
+            if progress.prepared == 0 && leader.is_leader() {
+                let s_read = progress.paxos_safe_ts;
                 let mut values = Vec::with_capacity(keys.len());
                 for key in keys {
                     values.push(leader.read(key, s_read, SAFE_WAIT).await?);
@@ -313,7 +313,7 @@ impl ReadOnlyTxn<'_> {
         let pick = |leader: bool| {
             let mut matching = replicas.iter().filter(|r| r.is_leader() == leader);
             if leader {
-                matching.max_by_key(|r| r.metrics().term).cloned()
+                matching.max_by_key(|r| r.term()).cloned()
             } else {
                 matching.next().cloned()
             }

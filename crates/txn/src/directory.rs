@@ -82,7 +82,7 @@ impl Directory for LocalDirectory {
             .into_iter()
             .filter_map(|s| s.tablet(tablet).map(|t| (s, t)))
             .filter(|(_, t)| t.is_leader())
-            .max_by_key(|(_, t)| t.metrics().term)
+            .max_by_key(|(_, t)| t.term())
             .map(|(s, _)| s)
     }
 

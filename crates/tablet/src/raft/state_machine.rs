@@ -174,8 +174,7 @@ impl StateMachine {
         tablet: TabletId,
         progress: watch::Sender<Progress>,
     ) -> io::Result<Self> {
-        let mut applied_key = b"applied/".to_vec();
-        applied_key.extend_from_slice(&tablet.0.to_be_bytes());
+        let applied_key = Self::applied_key(tablet);
         let applied = match engine.get(Cf::Meta, &applied_key).map_err(to_io)? {
             Some(bytes) => decode(&bytes)?,
             None => AppliedState::default(),
