@@ -281,8 +281,7 @@ async fn bank_transfers_keep_the_total_while_leaders_are_killed() {
     let nemesis = async {
         for round in 0..3u64 {
             tokio::time::sleep(Duration::from_millis(300)).await; // let transfers run first
-            let leader =
-                txn::Directory::leader(cluster.directory.as_ref(), TabletId(round % 4 + 1));
+            let leader = cluster.directory.leader_service(TabletId(round % 4 + 1));
             let Some(victim) = leader.map(|s| s.node_id()) else {
                 continue;
             };
@@ -477,11 +476,8 @@ async fn prepared_transfer(test: &str) -> (TxnCluster, TxnId, Timestamp) {
     };
     let parts = [(TabletId(1), A, 40), (TabletId(2), B, 60)];
     for (tablet, key, balance) in parts {
-        let service = txn::Directory::leader(cluster.directory.as_ref(), tablet).unwrap();
-        let mutation = Mutation {
-            key: key.to_vec(),
-            value: Some(encode(balance)),
-        };
+        let service = cluster.directory.leader_service(tablet).unwrap();
+        let mutation = Mutation::put(key.to_vec(), encode(balance));
         service
             .prepare(txn, priority, tablet, TabletId(1), vec![mutation], None)
             .await
@@ -545,7 +541,9 @@ async fn assert_transfer_committed_at(
 }
 
 fn leader_of(cluster: &TxnCluster, tablet: u64) -> NodeId {
-    txn::Directory::leader(cluster.directory.as_ref(), TabletId(tablet))
+    cluster
+        .directory
+        .leader_service(TabletId(tablet))
         .unwrap()
         .node_id()
 }
@@ -621,7 +619,7 @@ async fn a_participant_killed_between_prepare_and_commit_applies_the_outcome_aft
         "the coordinator survives"
     );
     cluster.kill(participant).await;
-    let coordinator = txn::Directory::leader(cluster.directory.as_ref(), TabletId(1)).unwrap();
+    let coordinator = cluster.directory.leader_service(TabletId(1)).unwrap();
     let commit_ts = cluster
         .cluster
         .clock(coordinator.node_id())
@@ -717,7 +715,7 @@ async fn a_transaction_whose_client_vanished_releases_its_locks() {
     open_accounts(&client).await;
     // A transaction reads an account (a shared lock at the leader) and is never heard of
     // again: no commit, no abort, no keepalive.
-    let leader = txn::Directory::leader(cluster.directory.as_ref(), TabletId(1)).unwrap();
+    let leader = cluster.directory.leader_service(TabletId(1)).unwrap();
     let lost = TxnId(9 << 40);
     let priority = Priority {
         first_start: Timestamp::ZERO,

@@ -239,8 +239,5 @@ impl Cluster {
 
 /// A put mutation.
 pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Mutation {
-    Mutation {
-        key: key.into(),
-        value: Some(value.into()),
-    }
+    Mutation::put(key, value)
 }

@@ -46,7 +46,9 @@ impl fmt::Debug for TxnId {
 }
 
 /// Age for wound-wait: smaller is older and wins. Fixed at a transaction's first attempt.
-#[derive(Debug, Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Priority {
     /// When the first attempt started.
     pub first_start: Timestamp,

@@ -41,10 +41,7 @@ pub async fn run(clock: Arc<dyn Clock>, dir: &std::path::Path) -> anyhow::Result
     nodes[0].bootstrap(tablet, &members).await?;
     let leader = wait_leader(&nodes, tablet, None).await?;
     println!("   tablet {tablet}: leader {}", leader.metrics().node);
-    let mutation = Mutation {
-        key: b"greeting".to_vec(),
-        value: Some(b"hello".to_vec()),
-    };
+    let mutation = Mutation::put(b"greeting".to_vec(), b"hello".to_vec());
     let ts = leader.write(vec![mutation]).await?;
     println!("   wrote at {ts} (fsync'd on a majority before it was acknowledged)");
     for node in &nodes {
@@ -71,10 +68,10 @@ pub async fn run(clock: Arc<dyn Clock>, dir: &std::path::Path) -> anyhow::Result
         started.elapsed()
     );
     let ts = leader
-        .write(vec![Mutation {
-            key: b"greeting".to_vec(),
-            value: Some(b"still here".to_vec()),
-        }])
+        .write(vec![Mutation::put(
+            b"greeting".to_vec(),
+            b"still here".to_vec(),
+        )])
         .await?;
     println!(
         "   wrote again at {ts}; safe time on the new leader: {}",

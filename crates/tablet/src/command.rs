@@ -14,6 +14,47 @@ pub struct Mutation {
     pub key: Vec<u8>,
     /// The new value, or `None` to delete the row.
     pub value: Option<Vec<u8>>,
+    /// Offsets in `value` of 8-byte slots that receive the commit timestamp (nanoseconds,
+    /// big-endian) when the mutation is applied: `PENDING_COMMIT_TIMESTAMP()`. Slots that
+    /// do not fit in the value are ignored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commit_ts_at: Vec<u32>,
+}
+
+impl Mutation {
+    /// Puts `key = value`.
+    pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        Mutation {
+            key: key.into(),
+            value: Some(value.into()),
+            commit_ts_at: Vec::new(),
+        }
+    }
+
+    /// Deletes `key`.
+    pub fn delete(key: impl Into<Vec<u8>>) -> Self {
+        Mutation {
+            key: key.into(),
+            value: None,
+            commit_ts_at: Vec::new(),
+        }
+    }
+
+    /// The value as written at `commit_ts`: with the commit timestamp in its slots.
+    pub fn stamped_value(&self, commit_ts: Timestamp) -> Option<std::borrow::Cow<'_, [u8]>> {
+        let value = self.value.as_deref()?;
+        if self.commit_ts_at.is_empty() {
+            return Some(std::borrow::Cow::Borrowed(value));
+        }
+        let mut stamped = value.to_vec();
+        for &at in &self.commit_ts_at {
+            let at = at as usize;
+            if let Some(slot) = stamped.get_mut(at..at.saturating_add(8)) {
+                slot.copy_from_slice(&commit_ts.as_nanos().to_be_bytes());
+            }
+        }
+        Some(std::borrow::Cow::Owned(stamped))
+    }
 }
 
 impl fmt::Debug for Mutation {

@@ -39,7 +39,7 @@ use crate::raft::{Raft, TypeConfig};
 use crate::{Mutation, NodeId, PreparedTxn, Progress, TabletCommand, TabletId, TabletResponse};
 
 /// One leader's tenure of a tablet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Leadership {
     /// The Raft term.
     pub term: u64,

@@ -9,11 +9,34 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use locks::{Priority, TxnId};
-use tablet::{Leadership, Mutation, Tablet, TabletId};
+use storage::KeyRange;
+use tablet::{Leadership, Mutation, TabletId};
 use truetime::{Clock, Timestamp};
 
 use crate::error::{Result, TxnError};
-use crate::{Directory, Participant, TxnService};
+use crate::{Directory, Participant, Peer, Rows};
+
+/// Rows fetched per page of a locking or snapshot scan.
+const SCAN_PAGE: usize = 1024;
+
+/// A client a transaction borrows, or shares when it outlives the call that began it (a
+/// SQL session's transaction spans several requests).
+#[derive(Debug, Clone)]
+enum ClientRef<'c> {
+    Borrowed(&'c TxnClient),
+    Shared(Arc<TxnClient>),
+}
+
+impl std::ops::Deref for ClientRef<'_> {
+    type Target = TxnClient;
+
+    fn deref(&self) -> &TxnClient {
+        match self {
+            ClientRef::Borrowed(c) => c,
+            ClientRef::Shared(c) => c,
+        }
+    }
+}
 
 /// A boxed future borrowing the transaction, for [`TxnClient::read_write`] bodies.
 pub type TxnFuture<'t, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 't>>;
@@ -75,10 +98,42 @@ impl TxnClient {
         TxnId(self.next_txn.fetch_add(1, Ordering::Relaxed))
     }
 
-    fn leader(&self, tablet: TabletId) -> Result<Arc<TxnService>> {
-        self.directory
-            .leader(tablet)
-            .ok_or_else(|| TxnError::Unavailable(format!("{tablet} has no leader")))
+    fn leader(&self, tablet: TabletId) -> Result<Arc<dyn Peer>> {
+        self.directory.leader(tablet).ok_or_else(|| {
+            self.directory.refresh(tablet);
+            TxnError::Unavailable(format!("{tablet} has no leader"))
+        })
+    }
+
+    /// The priority of a new transaction's first attempt.
+    pub fn new_priority(&self) -> Result<Priority> {
+        Ok(Priority {
+            first_start: self.clock.now()?.latest,
+            tiebreak: self.new_txn_id().0,
+        })
+    }
+
+    /// Begins one attempt of a read-write transaction that outlives this call (commit or
+    /// abort it explicitly). A retry passes its first attempt's `priority`.
+    pub fn begin(self: &Arc<Self>, priority: Option<Priority>) -> Result<Transaction<'static>> {
+        let priority = match priority {
+            Some(p) => p,
+            None => self.new_priority()?,
+        };
+        Ok(Transaction::new(
+            ClientRef::Shared(Arc::clone(self)),
+            self.new_txn_id(),
+            priority,
+        ))
+    }
+
+    /// Begins a read-only transaction that outlives this call.
+    pub fn begin_read_only(
+        self: &Arc<Self>,
+        bound: ReadBound,
+        replicas: ReplicaChoice,
+    ) -> Result<ReadOnlyTxn<'static>> {
+        ReadOnlyTxn::new(ClientRef::Shared(Arc::clone(self)), bound, replicas)
     }
 
     /// Runs `body` in a read-write transaction and commits it, retrying aborted attempts
@@ -89,23 +144,12 @@ impl TxnClient {
     where
         F: for<'t> FnMut(&'t mut Transaction<'_>) -> TxnFuture<'t, T>,
     {
-        let first = self.new_txn_id();
-        let priority = Priority {
-            first_start: self.clock.now()?.latest,
-            tiebreak: first.0,
-        };
+        let priority = self.new_priority()?;
         let deadline = Instant::now() + self.retry_for;
-        let mut id = first;
+        let mut id = TxnId(priority.tiebreak);
         let mut backoff = Duration::from_millis(1);
         loop {
-            let mut tx = Transaction {
-                client: self,
-                id,
-                priority,
-                touched: BTreeSet::new(),
-                read_under: BTreeMap::new(),
-                writes: BTreeMap::new(),
-            };
+            let mut tx = Transaction::new(ClientRef::Borrowed(self), id, priority);
             let result = match body(&mut tx).await {
                 Ok(value) => tx.commit().await.map(|ts| (value, ts)),
                 Err(e) => Err(e),
@@ -132,21 +176,7 @@ impl TxnClient {
     /// A read-only transaction: no locks, one snapshot at a timestamp picked from `bound`,
     /// served by `replicas`.
     pub fn read_only(&self, bound: ReadBound, replicas: ReplicaChoice) -> Result<ReadOnlyTxn<'_>> {
-        let now = self.clock.now()?;
-        let s_read = match bound {
-            ReadBound::Strong => Some(now.latest),
-            ReadBound::ExactStaleness(d) => Some(now.latest.saturating_sub(d)),
-            ReadBound::ReadTimestamp(t) => Some(t),
-            ReadBound::MaxStaleness(_) | ReadBound::MinReadTimestamp(_) => None,
-        };
-        Ok(ReadOnlyTxn {
-            client: self,
-            bound,
-            floor: now.latest,
-            s_read,
-            replicas,
-            strong: bound == ReadBound::Strong,
-        })
+        ReadOnlyTxn::new(ClientRef::Borrowed(self), bound, replicas)
     }
 }
 
@@ -159,15 +189,18 @@ impl TxnClient {
     pub async fn strong_read(&self, keys: &[&[u8]]) -> Result<(Vec<Option<Vec<u8>>>, Timestamp)> {
         let tablets: BTreeSet<TabletId> =
             keys.iter().map(|k| self.directory.tablet_for(k)).collect();
-        if let [tablet] = tablets.iter().copied().collect::<Vec<_>>().as_slice()
-            && let Some(leader) = self.leader(*tablet)?.tablet(*tablet)
-        {
-            let progress = leader.progress();
-            if progress.prepared == 0 && leader.is_leader() {
-                let s_read = progress.paxos_safe_ts;
+        if let [tablet] = tablets.iter().copied().collect::<Vec<_>>().as_slice() {
+            let leader = self.leader(*tablet)?;
+            let state = leader.replica_state(*tablet).await?;
+            if state.prepared == 0 && state.is_leader {
+                let s_read = state.paxos_safe_ts;
                 let mut values = Vec::with_capacity(keys.len());
                 for key in keys {
-                    values.push(leader.read(key, s_read, SAFE_WAIT).await?);
+                    values.push(
+                        leader
+                            .snapshot_read(*tablet, key.to_vec(), s_read, SAFE_WAIT)
+                            .await?,
+                    );
                 }
                 return Ok((values, s_read));
             }
@@ -185,45 +218,124 @@ impl TxnClient {
 /// writes are buffered until commit.
 #[derive(Debug)]
 pub struct Transaction<'c> {
-    client: &'c TxnClient,
+    client: ClientRef<'c>,
     id: TxnId,
     priority: Priority,
     touched: BTreeSet<TabletId>,
     /// The leadership each tablet's read locks were taken under.
     read_under: BTreeMap<TabletId, Leadership>,
-    writes: BTreeMap<TabletId, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// Buffered writes by tablet and key; `None` deletes.
+    writes: BTreeMap<TabletId, BTreeMap<Vec<u8>, Option<Mutation>>>,
 }
 
-impl Transaction<'_> {
+impl<'c> Transaction<'c> {
+    fn new(client: ClientRef<'c>, id: TxnId, priority: Priority) -> Self {
+        Transaction {
+            client,
+            id,
+            priority,
+            touched: BTreeSet::new(),
+            read_under: BTreeMap::new(),
+            writes: BTreeMap::new(),
+        }
+    }
+
     /// This attempt's id.
     pub fn id(&self) -> TxnId {
         self.id
+    }
+
+    /// The transaction's priority (the first attempt's, on a retry).
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    fn note_read(&mut self, tablet: TabletId, leadership: Leadership) -> Result<()> {
+        if *self.read_under.entry(tablet).or_insert(leadership) != leadership {
+            // Earlier reads here were locked under a leadership that is gone.
+            return Err(TxnError::Aborted(crate::AbortReason::LeaderChanged));
+        }
+        Ok(())
+    }
+
+    /// Scans `range` under shared range locks (seeing this transaction's own writes): at
+    /// most `limit` rows in key order.
+    pub async fn scan(&mut self, range: KeyRange, limit: usize) -> Result<Rows> {
+        let mut rows = Vec::new();
+        for (tablet, part) in self.client.directory.ranges(&range) {
+            if rows.len() >= limit {
+                break;
+            }
+            let wanted = limit - rows.len();
+            let buffered = self.writes.get(&tablet);
+            let deletes = buffered.map_or(0, |w| w.values().filter(|v| v.is_none()).count());
+            self.touched.insert(tablet);
+            let service = self.client.leader(tablet)?;
+            // Enough stored rows that the buffered deletes cannot leave fewer than `wanted`.
+            let fetch = wanted.saturating_add(deletes);
+            let (stored, leadership) = service
+                .scan(self.id, self.priority, tablet, part.clone(), fetch)
+                .await?;
+            self.note_read(tablet, leadership)?;
+            let exhausted = stored.len() < fetch;
+            let upto = if exhausted {
+                part.end.clone()
+            } else {
+                stored.last().map(|(k, _)| {
+                    let mut after = k.clone();
+                    after.push(0);
+                    after
+                })
+            };
+            let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
+            if let Some(writes) = self.writes.get(&tablet) {
+                let window = KeyRange {
+                    start: part.start.clone(),
+                    end: upto,
+                };
+                for (key, write) in writes.iter().filter(|(k, _)| window.contains(k)) {
+                    match write {
+                        Some(m) => merged.insert(key.clone(), m.value.clone().unwrap_or_default()),
+                        None => merged.remove(key),
+                    };
+                }
+            }
+            rows.extend(merged.into_iter().take(wanted));
+        }
+        Ok(rows)
     }
 
     /// Reads `key` (seeing this transaction's own writes) under a shared lock.
     pub async fn read(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let tablet = self.client.directory.tablet_for(key);
         if let Some(buffered) = self.writes.get(&tablet).and_then(|w| w.get(key)) {
-            return Ok(buffered.clone());
+            return Ok(buffered.as_ref().and_then(|m| m.value.clone()));
         }
         self.touched.insert(tablet);
         let service = self.client.leader(tablet)?;
-        let (value, leadership) = service.read(self.id, self.priority, tablet, key).await?;
-        if *self.read_under.entry(tablet).or_insert(leadership) != leadership {
-            // Earlier reads here were locked under a leadership that is gone.
-            return Err(TxnError::Aborted(crate::AbortReason::LeaderChanged));
-        }
+        let (value, leadership) = service
+            .read(self.id, self.priority, tablet, key.to_vec())
+            .await?;
+        self.note_read(tablet, leadership)?;
         Ok(value)
     }
 
     /// Buffers `key = value`.
     pub fn write(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        let key = key.into();
-        let tablet = self.client.directory.tablet_for(&key);
-        self.writes
-            .entry(tablet)
-            .or_default()
-            .insert(key, Some(value.into()));
+        self.buffer(Mutation::put(key, value));
+    }
+
+    /// Buffers `key = value` with the commit timestamp written into `value` at each offset
+    /// of `commit_ts_at` (8 bytes, nanoseconds, big-endian) when it commits.
+    pub fn write_stamped(
+        &mut self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        commit_ts_at: Vec<u32>,
+    ) {
+        let mut mutation = Mutation::put(key, value);
+        mutation.commit_ts_at = commit_ts_at;
+        self.buffer(mutation);
     }
 
     /// Buffers the deletion of `key`.
@@ -233,12 +345,22 @@ impl Transaction<'_> {
         self.writes.entry(tablet).or_default().insert(key, None);
     }
 
-    async fn commit(&mut self) -> Result<Timestamp> {
+    fn buffer(&mut self, mutation: Mutation) {
+        let tablet = self.client.directory.tablet_for(&mutation.key);
+        self.writes
+            .entry(tablet)
+            .or_default()
+            .insert(mutation.key.clone(), Some(mutation));
+    }
+
+    /// Commits: returns the commit timestamp once commit-wait is over. After an error the
+    /// attempt is over; abort it (an `Indeterminate` attempt may have committed).
+    pub async fn commit(&mut self) -> Result<Timestamp> {
         let mut participants: BTreeMap<TabletId, Participant> = BTreeMap::new();
         for (tablet, writes) in std::mem::take(&mut self.writes) {
             let mutations = writes
                 .into_iter()
-                .map(|(key, value)| Mutation { key, value })
+                .map(|(key, m)| m.unwrap_or_else(|| Mutation::delete(key)))
                 .collect();
             participants.insert(
                 tablet,
@@ -272,7 +394,8 @@ impl Transaction<'_> {
             .await
     }
 
-    async fn abort(&self) {
+    /// Abandons the attempt: releases its locks and prepared state everywhere it went.
+    pub async fn abort(&self) {
         let tablets: BTreeSet<TabletId> = self
             .touched
             .iter()
@@ -281,7 +404,7 @@ impl Transaction<'_> {
             .collect();
         for tablet in tablets {
             if let Some(service) = self.client.directory.leader(tablet) {
-                service.abort(self.id).await;
+                let _ = service.abort(self.id).await;
             }
         }
     }
@@ -291,7 +414,7 @@ impl Transaction<'_> {
 /// without locks.
 #[derive(Debug)]
 pub struct ReadOnlyTxn<'c> {
-    client: &'c TxnClient,
+    client: ClientRef<'c>,
     bound: ReadBound,
     /// `TT.now().latest` when the transaction began.
     floor: Timestamp,
@@ -300,61 +423,109 @@ pub struct ReadOnlyTxn<'c> {
     strong: bool,
 }
 
-impl ReadOnlyTxn<'_> {
+impl<'c> ReadOnlyTxn<'c> {
+    fn new(client: ClientRef<'c>, bound: ReadBound, replicas: ReplicaChoice) -> Result<Self> {
+        let now = client.clock.now()?;
+        let s_read = match bound {
+            ReadBound::Strong => Some(now.latest),
+            ReadBound::ExactStaleness(d) => Some(now.latest.saturating_sub(d)),
+            ReadBound::ReadTimestamp(t) => Some(t),
+            ReadBound::MaxStaleness(_) | ReadBound::MinReadTimestamp(_) => None,
+        };
+        Ok(ReadOnlyTxn {
+            client,
+            bound,
+            floor: now.latest,
+            s_read,
+            replicas,
+            strong: bound == ReadBound::Strong,
+        })
+    }
+
     /// The snapshot's timestamp, once chosen (bounded-staleness reads choose at first read).
     pub fn read_ts(&self) -> Option<Timestamp> {
         self.s_read
     }
 
-    fn replica(&self, tablet: TabletId) -> Result<Arc<Tablet>> {
-        let replicas = self.client.directory.replicas(tablet);
-        // A deposed leader may still believe it leads until it hears the new term: prefer the
-        // leader of the newest term.
-        let pick = |leader: bool| {
-            let mut matching = replicas.iter().filter(|r| r.is_leader() == leader);
-            if leader {
-                matching.max_by_key(|r| r.term()).cloned()
-            } else {
-                matching.next().cloned()
+    fn replica(&self, tablet: TabletId) -> Result<Arc<dyn Peer>> {
+        let directory = &self.client.directory;
+        let leader = directory.leader(tablet);
+        let chosen = match self.replicas {
+            ReplicaChoice::Leader => leader,
+            ReplicaChoice::Follower => {
+                let leader_node = leader.as_ref().map(|l| l.node_id());
+                directory
+                    .replicas(tablet)
+                    .into_iter()
+                    .find(|r| Some(r.node_id()) != leader_node)
+                    .or(leader)
+            }
+            ReplicaChoice::Any => directory.replicas(tablet).into_iter().next(),
+        };
+        chosen.ok_or_else(|| {
+            directory.refresh(tablet);
+            TxnError::Unavailable(format!("{tablet} has no replica"))
+        })
+    }
+
+    /// Prepares to read `tablet` on `replica`: fixes the snapshot timestamp at the first
+    /// read, and for a strong read asks the leader to close a timestamp when the replica's
+    /// safe time is behind (rather than wait for the next periodic close).
+    async fn ready(&mut self, tablet: TabletId, replica: &dyn Peer) -> Result<Timestamp> {
+        let state = replica.replica_state(tablet).await?;
+        let s_read = match self.s_read {
+            Some(ts) => ts,
+            None => {
+                let ts = match self.bound {
+                    ReadBound::MaxStaleness(d) => state.safe_ts.max(self.floor.saturating_sub(d)),
+                    ReadBound::MinReadTimestamp(t) => state.safe_ts.max(t),
+                    _ => self.floor,
+                };
+                self.s_read = Some(ts);
+                ts
             }
         };
-        let chosen = match self.replicas {
-            ReplicaChoice::Leader => pick(true),
-            ReplicaChoice::Follower => pick(false).or_else(|| pick(true)),
-            ReplicaChoice::Any => replicas.first().cloned(),
-        };
-        chosen.ok_or_else(|| TxnError::Unavailable(format!("{tablet} has no replica")))
+        if self.strong
+            && state.safe_ts < s_read
+            && let Some(leader) = self.client.directory.leader(tablet)
+        {
+            let _ = leader.close_timestamp(tablet).await;
+        }
+        Ok(s_read)
     }
 
     /// Reads `key` at the snapshot.
     pub async fn read(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let tablet = self.client.directory.tablet_for(key);
         let replica = self.replica(tablet)?;
-        let s_read = self.fix_timestamp(&replica)?;
-        if self.strong && replica.safe_ts() < s_read {
-            // Ask the leader for a safe point rather than wait for the next closed timestamp.
-            if let Some(leader) = self
-                .client
-                .directory
-                .leader(tablet)
-                .and_then(|s| s.tablet(tablet))
-            {
-                let _ = leader.close_timestamp().await;
-            }
-        }
-        Ok(replica.read(key, s_read, SAFE_WAIT).await?)
+        let s_read = self.ready(tablet, replica.as_ref()).await?;
+        replica
+            .snapshot_read(tablet, key.to_vec(), s_read, SAFE_WAIT)
+            .await
     }
 
-    fn fix_timestamp(&mut self, replica: &Tablet) -> Result<Timestamp> {
-        if let Some(ts) = self.s_read {
-            return Ok(ts);
+    /// Scans `range` at the snapshot: at most `limit` rows in key order.
+    pub async fn scan(&mut self, range: KeyRange, limit: usize) -> Result<Rows> {
+        let mut rows = Vec::new();
+        for (tablet, mut part) in self.client.directory.ranges(&range) {
+            let replica = self.replica(tablet)?;
+            let s_read = self.ready(tablet, replica.as_ref()).await?;
+            while rows.len() < limit {
+                let page = SCAN_PAGE.min(limit - rows.len());
+                let got = replica
+                    .snapshot_scan(tablet, part.clone(), s_read, page, SAFE_WAIT)
+                    .await?;
+                let full = got.len() == page;
+                if let Some((last, _)) = got.last() {
+                    part.start = last.clone();
+                    part.start.push(0);
+                }
+                rows.extend(got);
+                if !full {
+                    break;
+                }
+            }
         }
-        let ts = match self.bound {
-            ReadBound::MaxStaleness(d) => replica.safe_ts().max(self.floor.saturating_sub(d)),
-            ReadBound::MinReadTimestamp(t) => replica.safe_ts().max(t),
-            _ => self.floor,
-        };
-        self.s_read = Some(ts);
-        Ok(ts)
+        Ok(rows)
     }
 }

@@ -5,19 +5,42 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use tablet::{NodeId, Tablet, TabletId};
+use storage::KeyRange;
+use tablet::{NodeId, TabletId};
 
-use crate::TxnService;
+use crate::{Peer, TxnService};
 
 /// Routing for transactions.
 pub trait Directory: Send + Sync + std::fmt::Debug {
     /// The tablet whose range holds `key`.
     fn tablet_for(&self, key: &[u8]) -> TabletId;
-    /// The transaction service on the node leading `tablet` (of the newest term if several
-    /// believe they lead), if any.
-    fn leader(&self, tablet: TabletId) -> Option<Arc<TxnService>>;
-    /// The running replicas of `tablet`.
-    fn replicas(&self, tablet: TabletId) -> Vec<Arc<Tablet>>;
+    /// The tablets holding `range`, in key order, each with its part of the range.
+    fn ranges(&self, range: &KeyRange) -> Vec<(TabletId, KeyRange)>;
+    /// The node leading `tablet` (of the newest term if several believe they lead), if any.
+    fn leader(&self, tablet: TabletId) -> Option<Arc<dyn Peer>>;
+    /// The nodes holding a replica of `tablet`, the closest first.
+    fn replicas(&self, tablet: TabletId) -> Vec<Arc<dyn Peer>>;
+    /// A hint that `tablet`'s leader or placement looked stale: look again.
+    fn refresh(&self, _tablet: TabletId) {}
+}
+
+/// `(tablet, start)` pairs sorted by start, the first from "": the parts of `range` each
+/// tablet holds.
+pub fn split_range(splits: &[(Vec<u8>, TabletId)], range: &KeyRange) -> Vec<(TabletId, KeyRange)> {
+    let mut parts = Vec::new();
+    for (i, (start, tablet)) in splits.iter().enumerate() {
+        let end = splits.get(i + 1).map(|(next, _)| next.clone());
+        let lo = start.clone().max(range.start.clone());
+        let hi = match (&end, &range.end) {
+            (Some(a), Some(b)) => Some(a.clone().min(b.clone())),
+            (Some(a), None) => Some(a.clone()),
+            (None, b) => b.clone(),
+        };
+        if hi.as_ref().is_none_or(|hi| lo < *hi) {
+            parts.push((*tablet, KeyRange { start: lo, end: hi }));
+        }
+    }
+    parts
 }
 
 /// A directory over services registered in this process, with fixed split points.
@@ -77,19 +100,32 @@ impl Directory for LocalDirectory {
             .map_or(TabletId(0), |(_, tablet)| *tablet)
     }
 
-    fn leader(&self, tablet: TabletId) -> Option<Arc<TxnService>> {
+    fn ranges(&self, range: &KeyRange) -> Vec<(TabletId, KeyRange)> {
+        split_range(&self.splits, range)
+    }
+
+    fn leader(&self, tablet: TabletId) -> Option<Arc<dyn Peer>> {
+        self.leader_service(tablet).map(|s| s as Arc<dyn Peer>)
+    }
+
+    fn replicas(&self, tablet: TabletId) -> Vec<Arc<dyn Peer>> {
+        self.services()
+            .into_iter()
+            .filter(|s| s.tablet(tablet).is_some())
+            .map(|s| s as Arc<dyn Peer>)
+            .collect()
+    }
+}
+
+impl LocalDirectory {
+    /// The service on the node leading `tablet` (of the newest term if several believe
+    /// they lead).
+    pub fn leader_service(&self, tablet: TabletId) -> Option<Arc<TxnService>> {
         self.services()
             .into_iter()
             .filter_map(|s| s.tablet(tablet).map(|t| (s, t)))
             .filter(|(_, t)| t.is_leader())
             .max_by_key(|(_, t)| t.term())
             .map(|(s, _)| s)
-    }
-
-    fn replicas(&self, tablet: TabletId) -> Vec<Arc<Tablet>> {
-        self.services()
-            .iter()
-            .filter_map(|s| s.tablet(tablet))
-            .collect()
     }
 }

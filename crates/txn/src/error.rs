@@ -4,7 +4,7 @@ use locks::TxnId;
 use tablet::TabletError;
 
 /// Why a transaction was aborted. Every abort is safe to retry: nothing it wrote is visible.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum AbortReason {
     /// An older transaction needed one of its locks (wound-wait).
@@ -26,7 +26,7 @@ pub enum AbortReason {
 }
 
 /// A transaction's failure.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum TxnError {
     /// Aborted; nothing was applied. Retry (with the same priority).

@@ -11,10 +11,12 @@ mod client;
 mod directory;
 mod error;
 mod metrics;
+mod peer;
 mod service;
 
 pub use client::{ReadBound, ReadOnlyTxn, ReplicaChoice, Transaction, TxnClient, TxnFuture};
-pub use directory::{Directory, LocalDirectory};
+pub use directory::{Directory, LocalDirectory, split_range};
 pub use error::{AbortReason, Result, TxnError};
 pub use metrics::{Counter, Timer, TxnMetrics};
+pub use peer::{Peer, PeerFuture, ReplicaState, Rows};
 pub use service::{Participant, TxnConfig, TxnService};

@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 use truetime::{Clock, Timestamp};
 
 use crate::error::{AbortReason, Result, TxnError};
-use crate::{Directory, TxnMetrics};
+use crate::{Directory, Peer, TxnMetrics};
 
 /// Tuning of the transaction layer.
 #[derive(Debug, Clone)]
@@ -61,7 +61,7 @@ impl Default for TxnConfig {
 }
 
 /// A tablet taking part in a transaction's commit.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Participant {
     /// The transaction's writes there (empty if it only read there).
     pub mutations: Vec<Mutation>,
@@ -141,6 +141,8 @@ pub struct TxnService {
     txns: Mutex<HashMap<TxnId, TxnInfo>>,
     metrics: TxnMetrics,
     background: Mutex<Option<JoinHandle<()>>>,
+    /// This service, for calls that hand it to spawned tasks or to itself as a [`Peer`].
+    me: Weak<TxnService>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -155,7 +157,8 @@ impl TxnService {
         config: TxnConfig,
         directory: Weak<dyn Directory>,
     ) -> Arc<Self> {
-        let service = Arc::new(TxnService {
+        let service = Arc::new_cyclic(|me| TxnService {
+            me: me.clone(),
             node,
             clock,
             config,
@@ -201,6 +204,12 @@ impl TxnService {
     /// Counters of this node's transaction layer.
     pub fn metrics(&self) -> &TxnMetrics {
         &self.metrics
+    }
+
+    pub(crate) fn me(&self) -> Result<Arc<TxnService>> {
+        self.me
+            .upgrade()
+            .ok_or_else(|| TxnError::Unavailable("transaction service stopped".into()))
     }
 
     fn directory(&self) -> Result<Arc<dyn Directory>> {
@@ -393,14 +402,14 @@ impl TxnService {
         };
         tokio::spawn(async move {
             if let Some(service) = directory.leader(coordinator) {
-                service.request_abort(txn, by);
+                let _ = service.request_abort(txn, by).await;
             }
         });
     }
 
     /// On the coordinator: aborts `txn` for the older `by` unless it reached its commit
     /// point, cancelling its lock waits at every participant so its prepare fails fast.
-    pub fn request_abort(&self, txn: TxnId, by: TxnId) {
+    pub async fn request_abort(&self, txn: TxnId, by: TxnId) {
         let participants = {
             let mut txns = lock(&self.txns);
             match txns.get_mut(&txn) {
@@ -416,7 +425,7 @@ impl TxnService {
         };
         for tablet in participants {
             if let Some(service) = directory.leader(tablet) {
-                service.wound_local(txn, by);
+                let _ = service.wound(txn, by).await;
             }
         }
     }
@@ -789,8 +798,8 @@ impl TxnService {
     ) -> Result<Timestamp> {
         let directory = self.directory()?;
         let prepares = participants.iter().map(|(id, part)| {
-            let service = if *id == coordinator {
-                Some(Arc::clone(self))
+            let service: Option<Arc<dyn Peer>> = if *id == coordinator {
+                Some(Arc::clone(self) as Arc<dyn Peer>)
             } else {
                 directory.leader(*id)
             };
@@ -861,7 +870,7 @@ impl TxnService {
             if let Some(service) = directory.leader(*id) {
                 // Recorded on the participant, so a late prepare of this attempt is refused.
                 let _ = service.decide(txn, *id, None).await;
-                service.abort(txn).await;
+                let _ = service.abort(txn).await;
             }
         }
     }

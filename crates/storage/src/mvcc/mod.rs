@@ -37,7 +37,7 @@ const TS_LEN: usize = 8;
 const GC_BATCH_VERSIONS: usize = 1024;
 
 /// A half-open range of user keys `[start, end)`; `end: None` is unbounded.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyRange {
     /// First key included.
     pub start: Vec<u8>,

@@ -219,7 +219,7 @@ impl StateMachine {
     /// Stages `mutations` as versions at `ts`.
     fn stage_mutations(&self, mutations: Vec<Mutation>, ts: Timestamp, batch: &mut WriteBatch) {
         for mutation in mutations {
-            match mutation.value {
+            match mutation.stamped_value(ts) {
                 Some(value) => self.mvcc.put(batch, &mutation.key, ts, &value),
                 None => self.mvcc.delete(batch, &mutation.key, ts),
             }

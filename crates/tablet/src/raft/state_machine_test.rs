@@ -56,10 +56,7 @@ impl Fixture {
 }
 
 fn write(ts: u64) -> TabletCommand {
-    let mutation = Mutation {
-        key: b"k".to_vec(),
-        value: Some(ts.to_be_bytes().to_vec()),
-    };
+    let mutation = Mutation::put(b"k".to_vec(), ts.to_be_bytes().to_vec());
     TabletCommand::Write {
         ts: Timestamp::from_nanos(ts),
         mutations: vec![mutation],
@@ -118,12 +115,7 @@ async fn a_prepared_transaction_holds_safe_time_below_it_until_its_outcome() {
     let mvcc = &fixture.mvcc;
     let ts = Timestamp::from_nanos;
     let (t1, t2) = (locks::TxnId(1), locks::TxnId(2));
-    let mutation = |v: &[u8]| {
-        vec![Mutation {
-            key: b"k".to_vec(),
-            value: Some(v.to_vec()),
-        }]
-    };
+    let mutation = |v: &[u8]| vec![Mutation::put(b"k".to_vec(), v.to_vec())];
 
     let prepare = TabletCommand::Prepare {
         txn: t1,
