@@ -5,6 +5,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "../../proto/meridian/v1/time.proto",
         "../../proto/meridian/v1/raft.proto",
+        "../../proto/meridian/v1/peer.proto",
+        "../../proto/meridian/v1/api.proto",
     ];
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);

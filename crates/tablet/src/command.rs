@@ -17,7 +17,7 @@ pub struct Mutation {
     /// Offsets in `value` of 8-byte slots that receive the commit timestamp (nanoseconds,
     /// big-endian) when the mutation is applied: `PENDING_COMMIT_TIMESTAMP()`. Slots that
     /// do not fit in the value are ignored.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub commit_ts_at: Vec<u32>,
 }
 

@@ -5,6 +5,10 @@
 //! Failures map onto what Raft needs to know: a peer that cannot be reached (or times out) is
 //! `Unreachable`, so Raft backs off; a peer that answered with an error refused the request.
 
+mod peer;
+
+pub use peer::{PeerService, RemotePeer};
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -21,7 +25,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
 
 /// The largest Raft message accepted (log batches and snapshot chunks are bounded well below).
-const MAX_MESSAGE_BYTES: usize = 64 << 20;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// Sends Raft RPCs over gRPC, keeping one lazily connected channel per peer address.
 #[derive(Debug)]
