@@ -7,7 +7,7 @@
 
 mod peer;
 
-pub use peer::{PeerService, RemotePeer};
+pub use peer::{PeerService, PeerSlot, RemotePeer};
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -10,7 +10,7 @@
 //! have happened.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use locks::{Priority, TxnId};
@@ -386,15 +386,19 @@ fn done(answer: Answer) -> Option<()> {
     matches!(answer, Answer::Done).then_some(())
 }
 
+/// The node's transaction layer, once it has one (a node serves before it joins a cluster).
+pub type PeerSlot = Arc<OnceLock<Arc<dyn Peer>>>;
+
 /// Serves a node's transaction layer to its peers.
 #[derive(Debug)]
 pub struct PeerService {
-    local: Arc<dyn Peer>,
+    local: PeerSlot,
 }
 
 impl PeerService {
-    /// Serves `local` (the node's `TxnService`).
-    pub fn new(local: Arc<dyn Peer>) -> Self {
+    /// Serves the peer in `local` (the node's `TxnService`) once it is set; until then calls
+    /// are refused as unavailable.
+    pub fn new(local: PeerSlot) -> Self {
         PeerService { local }
     }
 
@@ -406,7 +410,11 @@ impl PeerService {
     }
 
     async fn dispatch(&self, call: Call) -> Reply {
-        let peer = self.local.as_ref();
+        let peer = self
+            .local
+            .get()
+            .ok_or_else(|| TxnError::Unavailable("this node has not joined a cluster".into()))?
+            .as_ref();
         let wait = |ms: u64| Duration::from_millis(ms.min(60_000));
         Ok(match call {
             Call::Read {
