@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 pub mod cluster;
+pub mod servers;
 pub mod txn_cluster;
 
 /// Installs a tracing subscriber once (honours `RUST_LOG`), writing through the test harness.

@@ -70,8 +70,8 @@ impl NodeAdmin for AdminService {
         let call: AdminCall = postcard::from_bytes(&request.into_inner().payload)
             .map_err(|e| Status::invalid_argument(format!("undecodable admin call: {e}")))?;
         let answer = self.handle(call).await.map_err(|e| format!("{e:#}"));
-        let payload = postcard::to_stdvec(&answer)
-            .map_err(|e| Status::internal(format!("encoding: {e}")))?;
+        let payload =
+            postcard::to_stdvec(&answer).map_err(|e| Status::internal(format!("encoding: {e}")))?;
         Ok(Response::new(PeerMessage { payload }))
     }
 }

@@ -190,12 +190,7 @@ impl Meridian for ApiService {
                 }),
             }
         };
-        let priority = session
-            .lock()
-            .await
-            .begin(mode)
-            .await
-            .map_err(sql_status)?;
+        let priority = session.lock().await.begin(mode).await.map_err(sql_status)?;
         Ok(Response::new(pb::BeginReply {
             priority: priority.map(|p| pb::Priority {
                 first_start: p.first_start.as_nanos(),
@@ -224,10 +219,7 @@ impl Meridian for ApiService {
         Ok(Response::new(pb::Empty {}))
     }
 
-    async fn init(
-        &self,
-        _: Request<pb::InitRequest>,
-    ) -> Result<Response<pb::InitReply>, Status> {
+    async fn init(&self, _: Request<pb::InitRequest>) -> Result<Response<pb::InitReply>, Status> {
         let server = self.server()?;
         let membership = crate::admin::init_cluster(&server)
             .await

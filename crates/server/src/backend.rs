@@ -198,7 +198,12 @@ impl Kv for ReadWrite {
         })
     }
 
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>, commit_ts_at: Vec<usize>) -> Result<(), KvError> {
+    fn put(
+        &mut self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        commit_ts_at: Vec<usize>,
+    ) -> Result<(), KvError> {
         let slots = commit_ts_at
             .into_iter()
             .map(|at| u32::try_from(at).map_err(|_| KvError::Failed("value too large".into())))

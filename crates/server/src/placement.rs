@@ -187,13 +187,11 @@ impl ClusterDirectory {
     async fn find_leader(&self, range: &RangeInfo) -> Option<(NodeId, u64)> {
         let asks = range.replicas.iter().map(|node| async move {
             let peer = self.peer(*node)?;
-            let state = tokio::time::timeout(
-                Duration::from_secs(1),
-                peer.replica_state(range.tablet),
-            )
-            .await
-            .ok()?
-            .ok()?;
+            let state =
+                tokio::time::timeout(Duration::from_secs(1), peer.replica_state(range.tablet))
+                    .await
+                    .ok()?
+                    .ok()?;
             state.is_leader.then_some((*node, state.term))
         });
         join_all(asks)

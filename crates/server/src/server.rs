@@ -20,11 +20,11 @@ use transport::{GrpcTransport, PeerService, PeerSlot, RaftService};
 use truetime::Clock;
 use txn::{Peer, TxnClient, TxnConfig, TxnService};
 
+use crate::admin::AdminService;
 use crate::api::ApiService;
 use crate::backend::ClusterBackend;
 use crate::membership::{META_TABLET, Membership};
 use crate::placement::ClusterDirectory;
-use crate::admin::AdminService;
 
 /// How a node runs.
 #[derive(Debug, Clone)]
@@ -99,10 +99,10 @@ impl Server {
         std::fs::create_dir_all(&config.data_dir)?;
         let listener = TcpListener::bind(config.listen).await?;
         let local = listener.local_addr()?;
-        let address = config
-            .advertise
-            .clone()
-            .map_or_else(|| format!("http://{local}"), |a| crate::membership::to_url(&a));
+        let address = config.advertise.clone().map_or_else(
+            || format!("http://{local}"),
+            |a| crate::membership::to_url(&a),
+        );
         let (stop, stopped) = oneshot::channel();
         let server = Arc::new(Server {
             config,
