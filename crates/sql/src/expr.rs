@@ -742,16 +742,33 @@ fn in_list(
     })
 }
 
-/// `%` matches any run of characters, `_` any one.
+/// `%` matches any run of characters, `_` any one. Iterative (backtracking to the last
+/// `%`), so long strings cannot overflow the stack; O(len(s) * len(p)) at worst.
 fn like(s: &[char], p: &[char]) -> bool {
-    match p.split_first() {
-        None => s.is_empty(),
-        Some(('%', rest)) => (0..=s.len()).any(|i| s.get(i..).is_some_and(|t| like(t, rest))),
-        Some((c, rest)) => match s.split_first() {
-            Some((sc, srest)) if *c == '_' || c == sc => like(srest, rest),
-            _ => false,
-        },
+    let (mut si, mut pi) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        match p.get(pi) {
+            Some('%') => {
+                star = Some((pi, si));
+                pi += 1;
+            }
+            Some(c) if *c == '_' || Some(c) == s.get(si) => {
+                si += 1;
+                pi += 1;
+            }
+            _ => match star {
+                Some((sp, ss)) => {
+                    pi = sp + 1;
+                    si = ss + 1;
+                    star = Some((sp, ss + 1));
+                }
+                None => return false,
+            },
+        }
     }
+    p.get(pi..)
+        .is_some_and(|rest| rest.iter().all(|c| *c == '%'))
 }
 
 /// Converts a value to `ty` (CAST).
@@ -853,6 +870,15 @@ mod tests {
         assert_eq!(eval("2 BETWEEN 1 AND 3").unwrap(), Value::Bool(true));
         assert_eq!(eval("'abc' LIKE 'a%c'").unwrap(), Value::Bool(true));
         assert_eq!(eval("'abc' LIKE 'a_'").unwrap(), Value::Bool(false));
+        assert_eq!(eval("'abcbd' LIKE '%b_'").unwrap(), Value::Bool(true));
+        assert_eq!(eval("'abc' LIKE '%%c%'").unwrap(), Value::Bool(true));
+        assert_eq!(eval("'' LIKE '%'").unwrap(), Value::Bool(true));
+        assert_eq!(eval("'ab' LIKE 'a'").unwrap(), Value::Bool(false));
+        let long = format!("'{}'", "a".repeat(200_000));
+        assert_eq!(
+            eval(&format!("{long} LIKE '%a_a%'")).unwrap(),
+            Value::Bool(true)
+        );
         assert_eq!(eval("'a' || 1").unwrap(), Value::String("a1".into()));
         assert_eq!(
             eval("-9223372036854775808").unwrap(),

@@ -32,6 +32,7 @@ struct State {
     fail_commits: VecDeque<KvError>,
     ranges: Vec<(Vec<u8>, Vec<u8>)>,
     splits: Vec<Vec<u8>>,
+    begun: Vec<TxnMode>,
 }
 
 impl State {
@@ -99,6 +100,11 @@ impl MemoryBackend {
         self.lock().ranges.clone()
     }
 
+    /// The modes of every transaction begun, in order.
+    pub fn begun_modes(&self) -> Vec<TxnMode> {
+        self.lock().begun.clone()
+    }
+
     /// The keys passed to [`Backend::split_at`], in order.
     pub fn split_keys(&self) -> Vec<Vec<u8>> {
         self.lock().splits.clone()
@@ -110,6 +116,7 @@ impl Backend for MemoryBackend {
         let txn = {
             let mut s = self.lock();
             s.next_txn += 1;
+            s.begun.push(mode);
             let now = s.now;
             let (read_ts, priority) = match mode {
                 TxnMode::ReadWrite { priority } => (

@@ -337,12 +337,12 @@ impl Session {
                 .autocommit(Work::Data(stmt, upsert), !write, params)
                 .await;
         };
+        open.used = true;
         if write && open.read_only {
             return Err(SqlError::txn_state(
                 "cannot write in a read-only transaction; COMMIT it and use BEGIN READ WRITE",
             ));
         }
-        open.used = true;
         match exec::run(&mut *open.txn, stmt, upsert, params).await {
             Ok(mut r) => {
                 r.read_ts = open.txn.read_timestamp();
