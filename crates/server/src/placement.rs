@@ -263,4 +263,8 @@ impl Directory for ClusterDirectory {
     fn refresh(&self, _tablet: TabletId) {
         self.wake.notify_one();
     }
+
+    fn sync(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(self.refresh_now())
+    }
 }

@@ -19,6 +19,10 @@ use crate::{Directory, Participant, Peer, Rows};
 /// Rows fetched per page of a locking or snapshot scan.
 const SCAN_PAGE: usize = 1024;
 
+/// How many times routing asks the directory to catch up before reporting a key, range or
+/// tablet unavailable (with a short pause between: a leader may be in election).
+const ROUTE_ATTEMPTS: u32 = 5;
+
 /// A client a transaction borrows, or shares when it outlives the call that began it (a
 /// SQL session's transaction spans several requests).
 #[derive(Debug, Clone)]
@@ -98,11 +102,62 @@ impl TxnClient {
         TxnId(self.next_txn.fetch_add(1, Ordering::Relaxed))
     }
 
-    fn leader(&self, tablet: TabletId) -> Result<Arc<dyn Peer>> {
-        self.directory.leader(tablet).ok_or_else(|| {
-            self.directory.refresh(tablet);
-            TxnError::Unavailable(format!("{tablet} has no leader"))
-        })
+    /// Lets the directory catch up before routing attempt `attempt + 1`.
+    async fn catch_up(&self, attempt: u32) {
+        self.directory.sync().await;
+        tokio::time::sleep(Duration::from_millis(10 << attempt.min(4))).await;
+    }
+
+    /// The leader of `tablet`, waiting briefly for the directory to learn of one.
+    async fn leader(&self, tablet: TabletId) -> Result<Arc<dyn Peer>> {
+        for attempt in 0..ROUTE_ATTEMPTS {
+            if let Some(leader) = self.directory.leader(tablet) {
+                return Ok(leader);
+            }
+            self.catch_up(attempt).await;
+        }
+        Err(TxnError::Unavailable(format!("{tablet} has no leader")))
+    }
+
+    /// The tablet holding `key` and its leader.
+    async fn route(&self, key: &[u8]) -> Result<(TabletId, Arc<dyn Peer>)> {
+        let mut tablet = self.directory.tablet_for(key);
+        for attempt in 0..ROUTE_ATTEMPTS {
+            tablet = self.directory.tablet_for(key);
+            if let Some(leader) = self.directory.leader(tablet) {
+                return Ok((tablet, leader));
+            }
+            self.catch_up(attempt).await;
+        }
+        Err(TxnError::Unavailable(format!("{tablet} has no leader")))
+    }
+
+    /// The tablet holding `key`, for a read at any replica.
+    async fn locate(&self, key: &[u8]) -> Result<TabletId> {
+        for attempt in 0..ROUTE_ATTEMPTS {
+            let tablet = self.directory.tablet_for(key);
+            if !self.directory.replicas(tablet).is_empty() {
+                return Ok(tablet);
+            }
+            self.catch_up(attempt).await;
+        }
+        Err(TxnError::Unavailable(
+            "no tablet holds the key (placement unknown)".into(),
+        ))
+    }
+
+    /// The tablets holding `range`, each with its part, covering all of it.
+    async fn cover(&self, range: &KeyRange) -> Result<Vec<(TabletId, KeyRange)>> {
+        for attempt in 0..ROUTE_ATTEMPTS {
+            let parts = self.directory.ranges(range);
+            if crate::directory::covers(range, &parts) {
+                return Ok(parts);
+            }
+            self.catch_up(attempt).await;
+        }
+        Err(TxnError::Unavailable(
+            "part of the range has no tablet (placement unknown)".into(),
+        ))
     }
 
     /// The priority of a new transaction's first attempt.
@@ -190,7 +245,7 @@ impl TxnClient {
         let tablets: BTreeSet<TabletId> =
             keys.iter().map(|k| self.directory.tablet_for(k)).collect();
         if let [tablet] = tablets.iter().copied().collect::<Vec<_>>().as_slice() {
-            let leader = self.leader(*tablet)?;
+            let leader = self.leader(*tablet).await?;
             let state = leader.replica_state(*tablet).await?;
             if state.prepared == 0 && state.is_leader {
                 let s_read = state.paxos_safe_ts;
@@ -224,8 +279,8 @@ pub struct Transaction<'c> {
     touched: BTreeSet<TabletId>,
     /// The leadership each tablet's read locks were taken under.
     read_under: BTreeMap<TabletId, Leadership>,
-    /// Buffered writes by tablet and key; `None` deletes.
-    writes: BTreeMap<TabletId, BTreeMap<Vec<u8>, Option<Mutation>>>,
+    /// Buffered writes by key; `None` deletes.
+    writes: BTreeMap<Vec<u8>, Option<Mutation>>,
 }
 
 impl<'c> Transaction<'c> {
@@ -262,15 +317,14 @@ impl<'c> Transaction<'c> {
     /// most `limit` rows in key order.
     pub async fn scan(&mut self, range: KeyRange, limit: usize) -> Result<Rows> {
         let mut rows = Vec::new();
-        for (tablet, part) in self.client.directory.ranges(&range) {
+        for (tablet, part) in self.client.cover(&range).await? {
             if rows.len() >= limit {
                 break;
             }
             let wanted = limit - rows.len();
-            let buffered = self.writes.get(&tablet);
-            let deletes = buffered.map_or(0, |w| w.values().filter(|v| v.is_none()).count());
+            let deletes = self.buffered_in(&part).filter(|(_, w)| w.is_none()).count();
             self.touched.insert(tablet);
-            let service = self.client.leader(tablet)?;
+            let service = self.client.leader(tablet).await?;
             // Enough stored rows that the buffered deletes cannot leave fewer than `wanted`.
             let fetch = wanted.saturating_add(deletes);
             let (stored, leadership) = service
@@ -288,31 +342,38 @@ impl<'c> Transaction<'c> {
                 })
             };
             let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
-            if let Some(writes) = self.writes.get(&tablet) {
-                let window = KeyRange {
-                    start: part.start.clone(),
-                    end: upto,
+            let window = KeyRange {
+                start: part.start.clone(),
+                end: upto,
+            };
+            for (key, write) in self.buffered_in(&window) {
+                match write {
+                    Some(m) => merged.insert(key.clone(), m.value.clone().unwrap_or_default()),
+                    None => merged.remove(key),
                 };
-                for (key, write) in writes.iter().filter(|(k, _)| window.contains(k)) {
-                    match write {
-                        Some(m) => merged.insert(key.clone(), m.value.clone().unwrap_or_default()),
-                        None => merged.remove(key),
-                    };
-                }
             }
             rows.extend(merged.into_iter().take(wanted));
         }
         Ok(rows)
     }
 
+    /// This transaction's buffered writes in `range`, in key order.
+    fn buffered_in<'a>(
+        &'a self,
+        range: &'a KeyRange,
+    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Option<Mutation>)> + 'a {
+        self.writes
+            .range(range.start.clone()..)
+            .take_while(|(k, _)| range.end.as_ref().is_none_or(|end| *k < end))
+    }
+
     /// Reads `key` (seeing this transaction's own writes) under a shared lock.
     pub async fn read(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let tablet = self.client.directory.tablet_for(key);
-        if let Some(buffered) = self.writes.get(&tablet).and_then(|w| w.get(key)) {
+        if let Some(buffered) = self.writes.get(key) {
             return Ok(buffered.as_ref().and_then(|m| m.value.clone()));
         }
+        let (tablet, service) = self.client.route(key).await?;
         self.touched.insert(tablet);
-        let service = self.client.leader(tablet)?;
         let (value, leadership) = service
             .read(self.id, self.priority, tablet, key.to_vec())
             .await?;
@@ -340,28 +401,48 @@ impl<'c> Transaction<'c> {
 
     /// Buffers the deletion of `key`.
     pub fn delete(&mut self, key: impl Into<Vec<u8>>) {
-        let key = key.into();
-        let tablet = self.client.directory.tablet_for(&key);
-        self.writes.entry(tablet).or_default().insert(key, None);
+        self.writes.insert(key.into(), None);
     }
 
     fn buffer(&mut self, mutation: Mutation) {
-        let tablet = self.client.directory.tablet_for(&mutation.key);
-        self.writes
-            .entry(tablet)
-            .or_default()
-            .insert(mutation.key.clone(), Some(mutation));
+        self.writes.insert(mutation.key.clone(), Some(mutation));
+    }
+
+    /// The buffered writes grouped by the tablet holding them, every tablet with a leader
+    /// (waiting briefly for the directory to learn of new tablets and leaders).
+    async fn writes_by_tablet(&self) -> Result<BTreeMap<TabletId, Vec<Mutation>>> {
+        for attempt in 0..ROUTE_ATTEMPTS {
+            let mut grouped: BTreeMap<TabletId, Vec<Mutation>> = BTreeMap::new();
+            for (key, write) in &self.writes {
+                let mutation = write
+                    .clone()
+                    .unwrap_or_else(|| Mutation::delete(key.clone()));
+                grouped
+                    .entry(self.client.directory.tablet_for(key))
+                    .or_default()
+                    .push(mutation);
+            }
+            if grouped
+                .keys()
+                .all(|t| self.client.directory.leader(*t).is_some())
+            {
+                return Ok(grouped);
+            }
+            self.client.catch_up(attempt).await;
+        }
+        Err(TxnError::Unavailable(
+            "a written key's tablet has no leader".into(),
+        ))
     }
 
     /// Commits: returns the commit timestamp once commit-wait is over. After an error the
     /// attempt is over; abort it (an `Indeterminate` attempt may have committed).
     pub async fn commit(&mut self) -> Result<Timestamp> {
         let mut participants: BTreeMap<TabletId, Participant> = BTreeMap::new();
-        for (tablet, writes) in std::mem::take(&mut self.writes) {
-            let mutations = writes
-                .into_iter()
-                .map(|(key, m)| m.unwrap_or_else(|| Mutation::delete(key)))
-                .collect();
+        let grouped = self.writes_by_tablet().await?;
+        self.writes.clear();
+        for (tablet, mutations) in grouped {
+            self.touched.insert(tablet);
             participants.insert(
                 tablet,
                 Participant {
@@ -380,7 +461,7 @@ impl<'c> Transaction<'c> {
             participants.entry(*tablet).or_default().read_under =
                 self.read_under.get(tablet).copied();
         }
-        let service = self.client.leader(coordinator)?;
+        let service = self.client.leader(coordinator).await?;
         if participants.len() == 1 {
             let part = participants.remove(&coordinator).unwrap_or_default();
             let (mutations, read_under) = (part.mutations, part.read_under);
@@ -388,7 +469,6 @@ impl<'c> Transaction<'c> {
                 .commit_single(self.id, self.priority, coordinator, mutations, read_under)
                 .await;
         }
-        self.touched.extend(participants.keys().copied());
         service
             .coordinate(self.id, self.priority, coordinator, participants)
             .await
@@ -399,8 +479,12 @@ impl<'c> Transaction<'c> {
         let tablets: BTreeSet<TabletId> = self
             .touched
             .iter()
-            .chain(self.writes.keys())
             .copied()
+            .chain(
+                self.writes
+                    .keys()
+                    .map(|k| self.client.directory.tablet_for(k)),
+            )
             .collect();
         for tablet in tablets {
             if let Some(service) = self.client.directory.leader(tablet) {
@@ -496,7 +580,7 @@ impl<'c> ReadOnlyTxn<'c> {
 
     /// Reads `key` at the snapshot.
     pub async fn read(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let tablet = self.client.directory.tablet_for(key);
+        let tablet = self.client.locate(key).await?;
         let replica = self.replica(tablet)?;
         let s_read = self.ready(tablet, replica.as_ref()).await?;
         replica
@@ -507,7 +591,7 @@ impl<'c> ReadOnlyTxn<'c> {
     /// Scans `range` at the snapshot: at most `limit` rows in key order.
     pub async fn scan(&mut self, range: KeyRange, limit: usize) -> Result<Rows> {
         let mut rows = Vec::new();
-        for (tablet, mut part) in self.client.directory.ranges(&range) {
+        for (tablet, mut part) in self.client.cover(&range).await? {
             let replica = self.replica(tablet)?;
             let s_read = self.ready(tablet, replica.as_ref()).await?;
             while rows.len() < limit {

@@ -22,6 +22,26 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
     fn replicas(&self, tablet: TabletId) -> Vec<Arc<dyn Peer>>;
     /// A hint that `tablet`'s leader or placement looked stale: look again.
     fn refresh(&self, _tablet: TabletId) {}
+    /// Brings the directory up to date now (placement and leaders), for a caller that
+    /// found a key without a tablet or a tablet without a leader.
+    fn sync(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
+    }
+}
+
+/// Whether `parts` (in key order) cover all of `range` without a gap.
+pub fn covers(range: &KeyRange, parts: &[(TabletId, KeyRange)]) -> bool {
+    let mut at = &range.start;
+    for (_, part) in parts {
+        if part.start != *at {
+            return false;
+        }
+        match &part.end {
+            Some(end) => at = end,
+            None => return true,
+        }
+    }
+    range.end.as_ref().is_some_and(|end| at >= end)
 }
 
 /// `(tablet, start)` pairs sorted by start, the first from "": the parts of `range` each
