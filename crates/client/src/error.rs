@@ -249,24 +249,30 @@ impl Error {
             .and_then(|s| s.parse::<Code>().ok());
         let code = match stable {
             Some(code) => code,
-            None if outcome_unknown_if_lost && !never_sent(status) => Code::Indeterminate,
+            None if outcome_unknown_if_lost && lost_in_transit(status) => Code::Indeterminate,
             None => Code::from_grpc(status.code()),
         };
         Error::Server { code, message }
     }
 }
 
-/// Whether the status says the request never left this process: the connection could not be
-/// established, so the server cannot have acted on it.
-fn never_sent(status: &tonic::Status) -> bool {
+/// Whether the request may have reached the server but its reply did not come back.
+///
+/// A status the server sent arrives in trailers and has no `source`; one made on this side
+/// from a transport error (reset, timeout, protocol error) has one. Among those, a failure to
+/// connect means the request never left, so the server cannot have acted on it.
+fn lost_in_transit(status: &tonic::Status) -> bool {
     let mut source = std::error::Error::source(status);
+    if source.is_none() {
+        return false;
+    }
     while let Some(err) = source {
         if err.is::<tonic::ConnectError>() {
-            return true;
+            return false;
         }
         source = err.source();
     }
-    false
+    true
 }
 
 impl From<tonic::Status> for Error {
@@ -334,10 +340,25 @@ mod tests {
 
     #[test]
     fn a_lost_commit_reply_is_indeterminate() {
-        let lost = tonic::Status::unavailable("connection reset");
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let lost = tonic::Status::from_error(Box::new(reset));
         let err = Error::from_status(&lost, true);
         assert_eq!(err.code(), Code::Indeterminate);
         assert!(!err.is_retryable());
+        // The same loss on a call that cannot commit is only unavailable-or-unknown.
+        assert_eq!(Error::from_status(&lost, false).code(), Code::Internal);
+
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let never_sent =
+            tonic::Status::from_error(Box::new(tonic::ConnectError(Box::new(refused))));
+        assert_eq!(
+            Error::from_status(&never_sent, true).code(),
+            Code::Unavailable
+        );
+
+        // A status the server sent without a stable code is taken at its gRPC code.
+        let sent = tonic::Status::unavailable("overloaded");
+        assert_eq!(Error::from_status(&sent, true).code(), Code::Unavailable);
         let mut aborted = tonic::Status::aborted("conflict");
         aborted
             .metadata_mut()
