@@ -227,13 +227,17 @@ impl Client {
 
     /// Like [`Client::sql`], returning every statement's result.
     ///
-    /// A session the server no longer knows is replaced and the statement sent again (it
-    /// cannot have run). A statement that leaves a transaction open (`BEGIN`) is rolled back
+    /// A session the server no longer knows, or whose node cannot be reached, is replaced
+    /// and the statement sent once more (it cannot have run). A reply lost after the
+    /// statement was sent is `indeterminate`: it may have committed. A statement that leaves a transaction open (`BEGIN`) is rolled back
     /// and refused: use [`Client::session`] for explicit transactions.
     pub async fn execute(&self, sql: &str, params: &[Value]) -> Result<Vec<ResultSet>, Error> {
         let mut core = self.take_core().await?;
         let mut executed = core.execute(sql, params, true).await;
-        if matches!(&executed, Err(e) if e.code() == Code::NotFound) {
+        // A pooled session the server forgot, or on a node that cannot be reached (nothing
+        // ran: a reply lost in transit would be indeterminate): once more on a new session,
+        // which may be on the next node.
+        if matches!(&executed, Err(e) if matches!(e.code(), Code::NotFound | Code::Unavailable)) {
             core = self.open_core().await?;
             executed = core.execute(sql, params, true).await;
         }

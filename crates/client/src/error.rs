@@ -239,7 +239,7 @@ impl Error {
 
     /// The error a status stands for. `outcome_unknown_if_lost` is set for calls that may
     /// commit (Commit, autocommit Execute): if such a call was sent and its reply never came,
-    /// the outcome is unknown.
+    /// the outcome is unknown (`indeterminate`); other calls lost that way are `unavailable`.
     pub(crate) fn from_status(status: &tonic::Status, outcome_unknown_if_lost: bool) -> Error {
         let message = status.message().to_string();
         let stable = status
@@ -249,7 +249,8 @@ impl Error {
             .and_then(|s| s.parse::<Code>().ok());
         let code = match stable {
             Some(code) => code,
-            None if outcome_unknown_if_lost && lost_in_transit(status) => Code::Indeterminate,
+            None if lost_in_transit(status) && outcome_unknown_if_lost => Code::Indeterminate,
+            None if lost_in_transit(status) => Code::Unavailable,
             None => Code::from_grpc(status.code()),
         };
         Error::Server { code, message }
@@ -345,8 +346,8 @@ mod tests {
         let err = Error::from_status(&lost, true);
         assert_eq!(err.code(), Code::Indeterminate);
         assert!(!err.is_retryable());
-        // The same loss on a call that cannot commit is only unavailable-or-unknown.
-        assert_eq!(Error::from_status(&lost, false).code(), Code::Internal);
+        // The same loss on a call that cannot commit is only unavailable.
+        assert_eq!(Error::from_status(&lost, false).code(), Code::Unavailable);
 
         let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         let never_sent =

@@ -28,6 +28,8 @@
 //! Errors carry a stable [`Code`]; [`Error::is_retryable`] says whether a failed transaction
 //! may run again. The shell is [`shell::run`].
 
+#![warn(missing_docs)]
+
 mod client;
 mod error;
 mod mutation;

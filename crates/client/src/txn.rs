@@ -287,13 +287,24 @@ impl ReadOnlyTxn {
 }
 
 impl Client {
-    /// Runs `body` in a read-write transaction, retrying it whole on `aborted`,
-    /// `unavailable` and lost sessions (see the [module docs](crate::txn) for the rules), and
-    /// commits. Returns the closure's value with the commit timestamp.
+    /// Runs `body` in a read-write transaction and commits; returns the closure's value with
+    /// the commit timestamp.
     ///
-    /// The closure may run several times, so it must not have effects outside the
-    /// transaction that cannot be repeated. It never runs again after a commit whose outcome
-    /// is unknown: that is an `indeterminate` error.
+    /// The closure gets an owned, cloneable [`Txn`] and returns a future:
+    /// `|tx| async move { .. }`. It may run several times, so it must not have effects
+    /// outside the transaction that cannot be repeated. The rules:
+    /// - `aborted`, `unavailable` or a lost session before the commit took effect: the whole
+    ///   closure runs again after a backoff, until [`RetryPolicy::max_elapsed`] (default
+    ///   30 s) is spent ([`Error::RetriesExhausted`]); every retry keeps the first attempt's
+    ///   priority, so it ages and wins its conflicts;
+    /// - a Commit answered `indeterminate`, or whose reply was lost after it was sent: no
+    ///   retry, the error is `indeterminate` (the commit may have applied);
+    /// - a retryable failure inside the closure is remembered by the handle: the attempt is
+    ///   retried even if the closure swallowed the error and returned `Ok`;
+    /// - any other error (including [`Error::user`] from the closure) rolls back and is
+    ///   returned as is.
+    ///
+    /// [`RetryPolicy::max_elapsed`]: crate::RetryPolicy::max_elapsed
     ///
     /// ```no_run
     /// # async fn f(client: client::Client) -> Result<(), client::Error> {

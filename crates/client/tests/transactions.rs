@@ -56,7 +56,12 @@ async fn aborted_transactions_retry_with_the_first_attempts_priority() {
     let client = connect(&server, quick_retries()).await;
     let runs = Arc::new(AtomicU32::new(0));
 
-    let done = counted_txn(&client, &runs).await.unwrap();
+    // Spawned, to check that transactions are Send.
+    let task = {
+        let (client, runs) = (client.clone(), runs.clone());
+        tokio::spawn(async move { counted_txn(&client, &runs).await })
+    };
+    let done = task.await.unwrap().unwrap();
 
     assert_eq!(done.value, 5);
     assert_eq!(done.commit_ts, 4242);
@@ -350,4 +355,21 @@ async fn the_client_moves_past_unreachable_nodes() {
     assert_eq!(err.code(), Code::Unavailable);
     assert!(err.is_retryable());
     assert!(err.to_string().contains("cannot connect"), "{err}");
+}
+
+#[tokio::test]
+async fn statements_fail_over_when_the_node_goes_away() {
+    let first = FakeServer::start().await;
+    let second = FakeServer::start().await;
+    let client = Client::connect_with([first.url(), second.url()], quick_retries())
+        .await
+        .unwrap();
+    client.sql("INSERT INTO t VALUES (1)", &[]).await.unwrap();
+    first.stop().await;
+
+    client.sql("INSERT INTO t VALUES (2)", &[]).await.unwrap();
+    assert_eq!(client.current_url(), format!("{}/", second.url()));
+    let runs = Arc::new(AtomicU32::new(0));
+    counted_txn(&client, &runs).await.unwrap();
+    second.with(|s| assert_eq!(s.commits_applied, 2));
 }

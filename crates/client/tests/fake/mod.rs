@@ -320,6 +320,7 @@ pub struct FakeServer {
     pub addr: SocketAddr,
     pub state: Arc<Mutex<State>>,
     stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl FakeServer {
@@ -330,7 +331,7 @@ impl FakeServer {
         let service = Service::default();
         let state = service.state.clone();
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(MeridianServer::new(service))
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
@@ -343,6 +344,17 @@ impl FakeServer {
             addr,
             state,
             stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the server and waits until its port is closed.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
     }
 
