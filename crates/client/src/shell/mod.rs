@@ -205,8 +205,19 @@ impl Shell {
             }
         };
         let started = Instant::now();
-        let results = session.execute(sql, &[]).await?;
+        let executed = session.execute(sql, &[]).await;
         let elapsed = started.elapsed();
+        let results = match executed {
+            Ok(results) => results,
+            Err(e) => {
+                // Outside a transaction a session costs nothing to replace: the next statement
+                // gets a new one, on the next node if this one is down.
+                if e.code() == Code::Unavailable && !session.in_transaction() {
+                    self.session = None;
+                }
+                return Err(e);
+            }
+        };
         for result in &results {
             let _ = out.write_all(render::render(result).as_bytes());
         }
