@@ -112,7 +112,7 @@ impl Value {
 }
 
 /// Renders values as the shell shows them: `NULL`, numbers, strings unquoted, bytes as
-/// `\x` hex, timestamps as nanoseconds followed by `ns`.
+/// `\x` hex, timestamps in UTC as `YYYY-MM-DD HH:MM:SS.nnnnnnnnnZ`.
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -125,7 +125,10 @@ impl fmt::Display for Value {
                 v.iter().try_for_each(|b| write!(f, "{b:02x}"))
             }
             Value::Bool(v) => write!(f, "{v}"),
-            Value::Timestamp(v) => write!(f, "{v}ns"),
+            Value::Timestamp(v) => {
+                let t = chrono::DateTime::from_timestamp_nanos(*v);
+                write!(f, "{}", t.format("%Y-%m-%d %H:%M:%S%.9fZ"))
+            }
         }
     }
 }

@@ -1,121 +1,138 @@
-//! `meridian demo`: the layers that exist so far, working together.
+//! `meridian demo`: a local 3-node cluster in this process (each node on its own loopback
+//! port, talking gRPC to the others exactly as separate machines would), a bank schema
+//! loaded, and the SQL shell connected to it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use storage::key::{Direction, Value, encode_key};
-use storage::{Engine, EngineOptions, KeyRange, Mvcc, ScanDirection, WriteBatch};
-use timemaster::{ClockSyncer, TimeMaster, TimeMasters};
-use truetime::{Clock, FixedEpsilonClock, SyncConfig, SyncedClock, SystemOscillator, Timestamp};
+use server::{Server, ServerConfig};
+use tablet::NodeConfig;
+use txn::TxnConfig;
 
 /// Options of `meridian demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Directory for the demo's RocksDB (default: a temporary directory, removed on exit).
+    /// Keep the cluster's data here (default: a temporary directory removed on exit). A
+    /// directory from an earlier demo is reopened.
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// ε of the demo's time master, microseconds.
-    #[arg(long, default_value_t = 1000)]
-    master_epsilon_us: u64,
+    /// Nodes in the cluster.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Run this SQL in the shell and exit instead of opening a prompt.
+    #[arg(short = 'e', long = "execute")]
+    execute: Option<String>,
 }
 
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let (clock, syncer) = sync_clock(args.master_epsilon_us).await?;
+const BANK_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS accounts (\
+    id INT64 PRIMARY KEY, owner STRING NOT NULL, balance INT64 NOT NULL, \
+    updated TIMESTAMP)";
+
+const OWNERS: [&str; 10] = [
+    "ada", "barbara", "claude", "dennis", "edsger", "frances", "grace", "john", "ken", "leslie",
+];
+
+/// Runs the demo; returns the shell's exit code.
+pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
+    anyhow::ensure!(args.nodes >= 1, "--nodes must be at least 1");
     let temp = tempfile::tempdir()?;
-    let dir = args.dir.unwrap_or_else(|| temp.path().to_path_buf());
-    let engine = Arc::new(Engine::open(&dir, &EngineOptions::default())?);
-    let accounts = Mvcc::open(engine, b"demo/accounts".to_vec())?;
-    println!("\n2. MVCC rows on RocksDB at {}", dir.display());
-    let opened_at = commit(&clock, &accounts, &[(1, 60), (2, 40)]).await?;
-    let transfer_at = commit(&clock, &accounts, &[(1, 45), (2, 55)]).await?;
-    show(&accounts, "before the transfer", opened_at)?;
-    show(&accounts, "after the transfer", transfer_at)?;
-    let stats = accounts.gc(transfer_at, true)?;
-    println!(
-        "\n3. GC at {transfer_at} removed {} of {} versions",
-        stats.versions_removed, stats.versions_seen
-    );
-    match accounts.get(&account_key(1), opened_at) {
-        Err(e) => println!("   a read at the old timestamp is now refused: {e}"),
-        Ok(_) => anyhow::bail!("a read below the GC watermark was served"),
+    let root = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
+    let servers = start_nodes(&root, args.nodes).await?;
+    let result = async {
+        let last = servers.last().ok_or_else(|| anyhow::anyhow!("no nodes"))?;
+        if last.running().is_none() {
+            server::admin::init_cluster(last).await?;
+        }
+        load_bank(last).await?;
+        let urls: Vec<String> = servers.iter().map(|s| s.address().to_string()).collect();
+        if args.execute.is_none() {
+            println!(
+                "Meridian demo: a {}-node cluster on this machine",
+                servers.len()
+            );
+            for (i, url) in urls.iter().enumerate() {
+                println!("  node {} at {url}", i + 1);
+            }
+            println!(
+                "Data in {}{}",
+                root.display(),
+                if args.dir.is_none() {
+                    " (removed on exit)"
+                } else {
+                    ""
+                }
+            );
+            println!("The bank: `SELECT * FROM accounts;`, then move money:");
+            println!("  BEGIN; UPDATE accounts SET balance = balance - 10 WHERE id = 1;");
+            println!("  UPDATE accounts SET balance = balance + 10 WHERE id = 2; COMMIT;");
+            println!("  SELECT SUM(balance) FROM accounts;   -- always 10000");
+            println!(
+                "Other shells: `meridian sql --url {}`. Type \\? for help, \\q to quit.\n",
+                urls[0]
+            );
+        }
+        let options = client::shell::ShellOptions {
+            urls,
+            execute: args.execute.clone(),
+            ..client::shell::ShellOptions::default()
+        };
+        Ok::<i32, anyhow::Error>(client::shell::run(options).await?)
     }
-    let shared: Arc<dyn Clock> = Arc::new(clock.clone());
-    crate::demo_tablets::run(shared, &dir).await?;
-    println!("\nThe layers work. Next: SQL, the cluster and the shell (see docs/ARCHITECTURE.md).");
-    syncer.stop().await;
-    Ok(())
+    .await;
+    for server in &servers {
+        server.shutdown().await;
+    }
+    result
 }
 
-/// Starts a time master on a free loopback port and syncs a node clock from it.
-async fn sync_clock(master_epsilon_us: u64) -> anyhow::Result<(SyncedClock, ClockSyncer)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = format!("http://{}", listener.local_addr()?);
-    let master_clock = Arc::new(FixedEpsilonClock::new(Duration::from_micros(
-        master_epsilon_us,
-    )));
-    tokio::spawn(TimeMaster::new(master_clock).serve(listener, std::future::pending()));
-    println!("1. TrueTime: a time master at {address}, ε = {master_epsilon_us} µs");
-
-    let clock = SyncedClock::new(Arc::new(SystemOscillator::new()), SyncConfig::default());
-    if let Err(refusal) = clock.now() {
-        println!("   before syncing, the node refuses to guess: {refusal}");
+async fn start_nodes(root: &std::path::Path, n: usize) -> anyhow::Result<Vec<Arc<Server>>> {
+    let mut servers: Vec<Arc<Server>> = Vec::new();
+    let mut joined = Vec::new();
+    for i in 1..=n {
+        let config = ServerConfig {
+            data_dir: root.join(format!("node{i}")),
+            listen: "127.0.0.1:0".parse()?,
+            advertise: None,
+            join: joined.clone(),
+            clock: crate::node_cmd::clock(&[], 1.0).await?.0,
+            node: NodeConfig::default(),
+            txn: TxnConfig::default(),
+        };
+        let server = Server::start(config).await?;
+        joined.push(server.address().to_string());
+        servers.push(server);
     }
-    let masters = TimeMasters::new(&[address], Duration::from_secs(2))?;
-    let syncer = ClockSyncer::spawn(clock.clone(), masters, Duration::from_secs(5));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while clock.now().is_err() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the node could not sync with its time master"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    println!("   synced over gRPC: now() = {}", clock.now()?);
-    Ok((clock, syncer))
+    Ok(servers)
 }
 
-fn account_key(id: i64) -> Vec<u8> {
-    encode_key([(&Value::Int64(id), Direction::Ascending)])
-}
-
-/// Writes balances at a commit timestamp > now().latest, then commit-waits.
-async fn commit(
-    clock: &SyncedClock,
-    rows: &Mvcc,
-    balances: &[(i64, i64)],
-) -> anyhow::Result<Timestamp> {
-    let commit_ts = clock.now()?.latest.next();
-    let mut batch = WriteBatch::new();
-    for (id, balance) in balances {
-        rows.put(
-            &mut batch,
-            &account_key(*id),
-            commit_ts,
-            &balance.to_be_bytes(),
-        );
+/// Creates the accounts table and ten accounts of 1000 each, unless they exist.
+async fn load_bank(server: &Arc<Server>) -> anyhow::Result<()> {
+    let running = server
+        .running()
+        .ok_or_else(|| anyhow::anyhow!("the node did not join"))?;
+    let mut session = sql::Session::new(Arc::clone(&running.backend) as Arc<dyn sql::Backend>);
+    session.execute(BANK_SCHEMA, &[]).await?;
+    let existing = session
+        .execute("SELECT COUNT(*) FROM accounts", &[])
+        .await?;
+    if existing
+        .first()
+        .and_then(|r| r.rows.first())
+        .and_then(|row| row.first())
+        .is_some_and(|v| *v != sql::Value::Int64(0))
+    {
+        return Ok(());
     }
-    rows.engine().write(batch, true)?;
-    let started = Instant::now();
-    clock.wait_until_after(commit_ts).await?;
-    println!(
-        "   committed {balances:?} at {commit_ts}; commit-wait took {:?}",
-        started.elapsed()
-    );
-    Ok(commit_ts)
-}
-
-fn show(rows: &Mvcc, label: &str, at: Timestamp) -> anyhow::Result<()> {
-    let page = rows.scan(&KeyRange::all(), at, 100, ScanDirection::Forward)?;
-    let mut total = 0;
-    let mut shown = Vec::new();
-    for (_, value) in page.rows {
-        let balance =
-            i64::from_be_bytes(value.as_slice().try_into().context("balance is 8 bytes")?);
-        total += balance;
-        shown.push(balance);
+    for (id, owner) in OWNERS.iter().enumerate() {
+        session
+            .execute(
+                "INSERT INTO accounts (id, owner, balance, updated) VALUES ($1, $2, 1000, PENDING_COMMIT_TIMESTAMP())",
+                &[sql::Value::Int64(id as i64 + 1), sql::Value::String((*owner).to_string())],
+            )
+            .await?;
     }
-    println!("   read at {at} ({label}): balances {shown:?}, total {total}");
     Ok(())
 }

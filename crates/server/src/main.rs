@@ -1,15 +1,20 @@
-//! `meridian`: the command-line entry point.
+//! `meridian`: the command-line entry point, shaped like CockroachDB's.
 //!
-//! Until the cluster and SQL exist, `meridian demo` walks through the layers that do: a time
-//! master and a node syncing TrueTime over gRPC; MVCC rows on RocksDB written at commit
-//! timestamps with commit-wait; a tablet replicated by Raft on three nodes; a transfer as a
-//! two-phase-commit transaction read back lock-free from followers; a leader failover.
+//! - `meridian demo`: a local 3-node cluster with a bank schema, and the SQL shell;
+//! - `meridian start` / `meridian init`: run nodes on several machines and make them a
+//!   cluster, once;
+//! - `meridian sql`: the SQL shell against any node (`-e` and stdin for scripts);
+//! - `meridian node status`, `meridian tablets`: the members and the tablets;
+//! - `meridian time-master`: a TrueTime time master;
+//! - `meridian tour`: a walk through the layers (TrueTime, MVCC, Raft, 2PC) one by one.
 
 #![allow(clippy::print_stdout)] // a command-line tool talks on stdout
 
 mod demo;
-mod demo_tablets;
-mod demo_txn;
+mod node_cmd;
+mod tour;
+mod tour_tablets;
+mod tour_txn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,8 +34,39 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show the layers working together on this machine (time sync, MVCC on RocksDB).
+    /// A local 3-node cluster with a bank schema loaded, and a SQL prompt.
     Demo(demo::DemoArgs),
+    /// Run a node.
+    Start(node_cmd::StartArgs),
+    /// Make the started nodes (those named in --join) a cluster. Run once.
+    Init {
+        /// Any node of the new cluster.
+        #[arg(long, default_value = "127.0.0.1:26257")]
+        host: String,
+    },
+    /// The SQL shell.
+    Sql {
+        /// Node addresses, comma-separated, tried in order.
+        #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:26257")]
+        url: Vec<String>,
+        /// Run these statements and exit (non-zero on the first error).
+        #[arg(short = 'e', long = "execute")]
+        execute: Option<String>,
+        /// Print each statement of a script before running it.
+        #[arg(long)]
+        echo: bool,
+    },
+    /// About the cluster's nodes.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// Every tablet: its range, replicas, leader and safe-time lag.
+    Tablets {
+        /// Any node.
+        #[arg(long, default_value = "127.0.0.1:26257")]
+        host: String,
+    },
     /// Run a TrueTime time master that answers with the system clock ± a declared ε.
     TimeMaster {
         /// Address to listen on.
@@ -41,18 +77,53 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         epsilon_us: u64,
     },
+    /// A walk through the layers one by one: TrueTime sync, MVCC, Raft, 2PC, failover.
+    Tour(tour::TourArgs),
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Members, whether they answer, and how many tablets each leads.
+    Status {
+        /// Any node.
+        #[arg(long, default_value = "127.0.0.1:26257")]
+        host: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=error")),
         )
         .init();
-    match Cli::parse().command {
-        Command::Demo(args) => demo::run(args).await,
+    let runtime = tokio::runtime::Runtime::new()?;
+    let code = runtime.block_on(run(Cli::parse().command))?;
+    // Leave background tasks (Raft, refreshers) behind rather than wait for them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    std::process::exit(code);
+}
+
+async fn run(command: Command) -> anyhow::Result<i32> {
+    match command {
+        Command::Demo(args) => return demo::run(args).await,
+        Command::Start(args) => node_cmd::start(args).await?,
+        Command::Init { host } => node_cmd::init(&host).await?,
+        Command::Sql { url, execute, echo } => {
+            let options = client::shell::ShellOptions {
+                urls: url,
+                execute,
+                echo,
+                ..client::shell::ShellOptions::default()
+            };
+            return Ok(client::shell::run(options).await?);
+        }
+        Command::Node {
+            command: NodeCommand::Status { host },
+        } => node_cmd::node_status(&host).await?,
+        Command::Tablets { host } => node_cmd::tablets(&host).await?,
         Command::TimeMaster { listen, epsilon_us } => {
             let clock = Arc::new(FixedEpsilonClock::new(Duration::from_micros(epsilon_us)));
             let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -61,7 +132,8 @@ async fn main() -> anyhow::Result<()> {
                 let _ = tokio::signal::ctrl_c().await;
             };
             TimeMaster::new(clock).serve(listener, shutdown).await?;
-            Ok(())
         }
+        Command::Tour(args) => tour::run(args).await?,
     }
+    Ok(0)
 }

@@ -1,4 +1,4 @@
-//! `meridian demo`, part three: a bank transfer as a two-phase-commit transaction across two
+//! `meridian tour`, part three: a bank transfer as a two-phase-commit transaction across two
 //! tablets, then a lock-free read-only transaction over both.
 
 use std::sync::Arc;

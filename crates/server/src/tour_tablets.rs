@@ -1,4 +1,4 @@
-//! `meridian demo`, part two: a tablet replicated by Raft on three nodes over gRPC.
+//! `meridian tour`, part two: a tablet replicated by Raft on three nodes over gRPC.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -53,7 +53,7 @@ pub async fn run(clock: Arc<dyn Clock>, dir: &std::path::Path) -> anyhow::Result
             node.id()
         );
     }
-    crate::demo_txn::run(Arc::clone(&clock), &nodes, &members).await?;
+    crate::tour_txn::run(Arc::clone(&clock), &nodes, &members).await?;
     println!("\n6. Failover");
     let old = leader.metrics().node;
     let survivors: Vec<Arc<Node>> = nodes.iter().filter(|n| n.id() != old).cloned().collect();

@@ -1,0 +1,228 @@
+//! `meridian start`, `meridian init`, `meridian node status` and `meridian tablets`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use proto::v1::meridian_client::MeridianClient;
+use proto::v1::{Empty, InitRequest, StatusReply};
+use server::membership::to_url;
+use server::{Server, ServerConfig};
+use tablet::NodeConfig;
+use timemaster::{ClockSyncer, TimeMasters};
+use truetime::{Clock, FixedEpsilonClock, SyncConfig, SyncedClock, SystemOscillator};
+use txn::TxnConfig;
+
+/// Options of `meridian start`.
+#[derive(Debug, clap::Args)]
+pub struct StartArgs {
+    /// Where this node keeps its data.
+    #[arg(long, default_value = "meridian-data")]
+    pub data_dir: PathBuf,
+    /// Address to listen on (the public API, Raft and node-to-node traffic share it).
+    #[arg(long, default_value = "127.0.0.1:26257")]
+    pub listen: SocketAddr,
+    /// Address other nodes and clients reach this node at, if not the listen address.
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Addresses of the cluster's first nodes, comma-separated (used by `meridian init`).
+    #[arg(long, value_delimiter = ',')]
+    pub join: Vec<String>,
+    /// TrueTime from these time masters (repeat or comma-separate); without any, the
+    /// system clock with a declared --epsilon-ms.
+    #[arg(long = "time-master", value_delimiter = ',')]
+    pub time_masters: Vec<String>,
+    /// The uncertainty claimed for the system clock when no time master is given. It must
+    /// cover the clock's real error (keep NTP running): external consistency depends on it.
+    #[arg(long, default_value_t = 1.0)]
+    pub epsilon_ms: f64,
+}
+
+/// The node's clock, and the task keeping it synced if it uses time masters.
+pub async fn clock(
+    time_masters: &[String],
+    epsilon_ms: f64,
+) -> anyhow::Result<(Arc<dyn Clock>, Option<ClockSyncer>)> {
+    if time_masters.is_empty() {
+        anyhow::ensure!(
+            epsilon_ms.is_finite() && epsilon_ms >= 0.0,
+            "--epsilon-ms must be a non-negative number"
+        );
+        let epsilon = Duration::from_secs_f64(epsilon_ms / 1000.0);
+        return Ok((Arc::new(FixedEpsilonClock::new(epsilon)), None));
+    }
+    let clock = SyncedClock::new(Arc::new(SystemOscillator::new()), SyncConfig::default());
+    let masters = TimeMasters::new(time_masters, Duration::from_secs(2))?;
+    masters
+        .sync(&clock)
+        .await
+        .context("the first sync with the time masters failed")?;
+    let syncer = ClockSyncer::spawn(clock.clone(), masters, Duration::from_secs(5));
+    Ok((Arc::new(clock), Some(syncer)))
+}
+
+/// `meridian start`: runs one node until Ctrl-C or SIGTERM.
+pub async fn start(args: StartArgs) -> anyhow::Result<()> {
+    let (clock, syncer) = clock(&args.time_masters, args.epsilon_ms).await?;
+    let config = ServerConfig {
+        data_dir: args.data_dir.clone(),
+        listen: args.listen,
+        advertise: args.advertise,
+        join: args.join,
+        clock,
+        node: NodeConfig::default(),
+        txn: TxnConfig::default(),
+    };
+    let server = Server::start(config).await?;
+    match server.running() {
+        Some(running) => println!(
+            "node {} of a {}-node cluster serving at {} (data in {})",
+            running.membership.node,
+            running.membership.nodes.len(),
+            server.address(),
+            args.data_dir.display()
+        ),
+        None => println!(
+            "node serving at {} (data in {}); not part of a cluster yet: run `meridian init --host {}` once every node has started",
+            server.address(),
+            args.data_dir.display(),
+            args.listen
+        ),
+    }
+    wait_for_signal().await;
+    println!("stopping");
+    server.shutdown().await;
+    if let Some(syncer) = syncer {
+        syncer.stop().await;
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn connect(host: &str) -> anyhow::Result<MeridianClient<tonic::transport::Channel>> {
+    MeridianClient::connect(to_url(host))
+        .await
+        .with_context(|| format!("cannot reach a node at {host}"))
+}
+
+/// `meridian init`: makes the started nodes a cluster.
+pub async fn init(host: &str) -> anyhow::Result<()> {
+    let reply = connect(host)
+        .await?
+        .init(InitRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
+    println!("cluster initialised with {} nodes:", reply.nodes.len());
+    for node in reply.nodes {
+        println!("  node {} at {}", node.node_id, node.address);
+    }
+    Ok(())
+}
+
+async fn fetch_status(host: &str) -> anyhow::Result<StatusReply> {
+    Ok(connect(host)
+        .await?
+        .status(Empty {})
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner())
+}
+
+/// `meridian node status`.
+pub async fn node_status(host: &str) -> anyhow::Result<()> {
+    let status = fetch_status(host).await?;
+    if !status.initialized {
+        println!(
+            "{} has not joined a cluster (run `meridian init`)",
+            status.address
+        );
+        return Ok(());
+    }
+    let mut table = comfy_table::Table::new();
+    table.set_header(["node", "address", "live", "tablets led"]);
+    for node in &status.nodes {
+        let led = status
+            .tablets
+            .iter()
+            .filter(|t| t.leader == node.node_id)
+            .count();
+        table.add_row([
+            node.node_id.to_string(),
+            node.address.clone(),
+            if node.live { "yes" } else { "NO" }.to_string(),
+            led.to_string(),
+        ]);
+    }
+    println!("{table}");
+    Ok(())
+}
+
+/// `meridian tablets`.
+pub async fn tablets(host: &str) -> anyhow::Result<()> {
+    let status = fetch_status(host).await?;
+    let mut table = comfy_table::Table::new();
+    table.set_header([
+        "tablet",
+        "range",
+        "replicas",
+        "leader",
+        "term",
+        "t_safe lag (ms)",
+    ]);
+    for t in &status.tablets {
+        let replicas: Vec<String> = t.replicas.iter().map(u64::to_string).collect();
+        let lag = if t.local {
+            format!("{:.1}", t.safe_lag_us as f64 / 1000.0)
+        } else {
+            "-".to_string()
+        };
+        table.add_row([
+            t.tablet_id.to_string(),
+            format!("[{}, {})", show_key(&t.start), show_key(&t.end)),
+            replicas.join(","),
+            if t.leader == 0 {
+                "none".to_string()
+            } else {
+                t.leader.to_string()
+            },
+            t.term.to_string(),
+            lag,
+        ]);
+    }
+    println!("{table}");
+    println!(
+        "(t_safe lag is measured on node {}, {})",
+        status.node_id, status.address
+    );
+    Ok(())
+}
+
+/// A key for people: printable bytes as text, the rest as `\xNN`.
+fn show_key(key: &[u8]) -> String {
+    key.iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() {
+                (b as char).to_string()
+            } else {
+                format!("\\x{b:02x}")
+            }
+        })
+        .collect()
+}
