@@ -736,6 +736,21 @@ async fn a_transaction_whose_client_vanished_releases_its_locks() {
         "expired by keepalive, after {:?}",
         started.elapsed()
     );
+    // When the lost transaction comes back, it cannot commit: the read lock its decision
+    // rested on is gone (a write under fresh locks would allow write skew).
+    let late = leader
+        .commit_single(
+            lost,
+            priority,
+            TabletId(1),
+            vec![Mutation::put(acct(1), encode(0))],
+            None,
+        )
+        .await;
+    assert!(
+        matches!(late, Err(txn::TxnError::Aborted(_))),
+        "an expired transaction committed: {late:?}"
+    );
     cluster.shutdown().await;
 }
 

@@ -148,8 +148,8 @@ impl Backend for ClusterBackend {
 
     fn split_at(&self, _keys: Vec<Vec<u8>>) -> KvFuture<'_, ()> {
         Box::pin(async {
-            Err(KvError::Failed(
-                "splitting a table's tablet is not supported yet: every table is one tablet".into(),
+            Err(KvError::Unsupported(
+                "splitting tablets: every table is one tablet for now".into(),
             ))
         })
     }

@@ -134,6 +134,7 @@ impl From<KvError> for SqlError {
             KvError::Unavailable(_) => ErrorCode::Unavailable,
             KvError::Indeterminate(_) => ErrorCode::Indeterminate,
             KvError::ReadOnly => ErrorCode::InvalidTransactionState,
+            KvError::Unsupported(_) => ErrorCode::FeatureNotSupported,
             KvError::Failed(_) => ErrorCode::Internal,
         };
         SqlError::new(code, e.to_string())

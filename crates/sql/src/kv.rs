@@ -26,6 +26,9 @@ pub enum KvError {
     /// A write in a read-only transaction.
     #[error("cannot write in a read-only transaction")]
     ReadOnly,
+    /// Something this backend does not do (yet).
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// Anything else (a read below the GC watermark, a storage failure).
     #[error("{0}")]
     Failed(String),

@@ -34,6 +34,11 @@ use truetime::{Clock, Timestamp};
 use crate::error::{AbortReason, Result, TxnError};
 use crate::{Directory, Peer, TxnMetrics};
 
+/// How long a node remembers that it aborted a transaction. A client still using an
+/// aborted transaction after this long could take fresh locks under the old id; clients
+/// give up on a transaction well before (they retry aborted ones under new ids).
+const ABORTED_RETENTION: Duration = Duration::from_secs(600);
+
 /// Tuning of the transaction layer.
 #[derive(Debug, Clone)]
 pub struct TxnConfig {
@@ -139,6 +144,10 @@ pub struct TxnService {
     directory: Weak<dyn Directory>,
     tablets: Mutex<HashMap<TabletId, TabletLocks>>,
     txns: Mutex<HashMap<TxnId, TxnInfo>>,
+    /// Transactions aborted here (by their client, a failed commit, or keepalive expiry),
+    /// and when: a later request of one is refused, because the locks it took before the
+    /// abort are gone. Kept for [`ABORTED_RETENTION`].
+    aborted: Mutex<HashMap<TxnId, (AbortReason, Instant)>>,
     metrics: TxnMetrics,
     background: Mutex<Option<JoinHandle<()>>>,
     /// This service, for calls that hand it to spawned tasks or to itself as a [`Peer`].
@@ -165,6 +174,7 @@ impl TxnService {
             directory,
             tablets: Mutex::new(HashMap::new()),
             txns: Mutex::new(HashMap::new()),
+            aborted: Mutex::new(HashMap::new()),
             metrics: TxnMetrics::default(),
             background: Mutex::new(None),
         });
@@ -252,6 +262,9 @@ impl TxnService {
 
     /// Registers activity of `txn`; fails if it has been wounded.
     fn touch(&self, txn: TxnId) -> Result<()> {
+        if let Some((reason, _)) = lock(&self.aborted).get(&txn) {
+            return Err(TxnError::Aborted(reason.clone()));
+        }
         let mut txns = lock(&self.txns);
         let info = txns.entry(txn).or_insert_with(TxnInfo::new);
         info.last_seen = Instant::now();
@@ -661,7 +674,11 @@ impl TxnService {
     }
 
     /// Aborts `txn` on this node: logs an abort where it is prepared, releases its locks.
+    /// Later requests of `txn` here are refused.
     pub async fn abort(&self, txn: TxnId) {
+        lock(&self.aborted)
+            .entry(txn)
+            .or_insert((AbortReason::Decided, Instant::now()));
         let prepared: Vec<TabletId> = lock(&self.txns)
             .get(&txn)
             .map(|i| i.prepared.iter().copied().collect())
@@ -915,8 +932,10 @@ impl TxnService {
             .collect();
         for txn in expired {
             self.metrics.record_abort(&AbortReason::Expired);
+            lock(&self.aborted).insert(txn, (AbortReason::Expired, Instant::now()));
             self.abort(txn).await;
         }
+        lock(&self.aborted).retain(|_, (_, at)| at.elapsed() < ABORTED_RETENTION);
     }
 
     async fn resolve_in_doubt(self: &Arc<Self>, tablet: &Arc<Tablet>) {
