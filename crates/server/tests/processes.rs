@@ -185,5 +185,35 @@ async fn three_processes_keep_the_bank_total_through_a_killed_node() {
     // The shell on a surviving node agrees.
     let sum = must(shell(&addresses[2], "SELECT SUM(balance) FROM accounts;"));
     assert!(sum.contains(&(ACCOUNTS * INITIAL).to_string()), "{sum}");
+
+    // The operator's view: the killed node does not answer; the table's tablet has three
+    // replicas and a leader.
+    let status = meridian()
+        .args(["node", "status", "--host", &addresses[1]])
+        .output()
+        .unwrap();
+    let status = must(status);
+    assert!(
+        status.contains("NO"),
+        "the killed node shows as not live:\n{status}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let tablets = must(
+            meridian()
+                .args(["tablets", "--host", &addresses[1]])
+                .output()
+                .unwrap(),
+        );
+        assert!(tablets.contains("1,2,3"), "replicas listed:\n{tablets}");
+        if !tablets.contains("none") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a tablet has no leader:\n{tablets}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     drop(nodes);
 }
