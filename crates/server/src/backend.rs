@@ -117,6 +117,68 @@ impl ClusterBackend {
     }
 }
 
+impl ClusterBackend {
+    /// Makes `key` the first key of a tablet: splits the tablet holding it (at its leader)
+    /// and records both halves in placement. Idempotent: a key that already starts a tablet
+    /// is left alone, and a split that happened but was not recorded is found again.
+    async fn split_once(&self, key: &[u8]) -> anyhow::Result<()> {
+        let directory = &self.directory;
+        txn::Directory::sync(directory.as_ref()).await;
+        let parent = directory
+            .range_of(key)
+            .ok_or_else(|| anyhow::anyhow!("no tablet holds the split key"))?;
+        if parent.start == key {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            parent.tablet != crate::membership::META_TABLET,
+            "the meta tablet is not split"
+        );
+        let membership = directory.membership();
+        let members: BTreeMap<_, _> = parent
+            .replicas
+            .iter()
+            .filter_map(|n| Some((*n, membership.nodes.get(n)?.clone())))
+            .collect();
+        let fresh = self.allocate_tablet().await?;
+        let leader = txn::Directory::leader(directory.as_ref(), parent.tablet)
+            .ok_or_else(|| anyhow::anyhow!("{} has no leader; retry", parent.tablet))?;
+        let child = leader
+            .split(parent.tablet, key.to_vec(), fresh, members)
+            .await?;
+        let lower = RangeInfo {
+            end: key.to_vec(),
+            ..parent.clone()
+        };
+        let upper = RangeInfo {
+            tablet: child,
+            start: key.to_vec(),
+            end: parent.end.clone(),
+            replicas: parent.replicas.clone(),
+        };
+        let records = [
+            (RangeInfo::key(&lower.start), serde_json::to_vec(&lower)?),
+            (RangeInfo::key(&upper.start), serde_json::to_vec(&upper)?),
+        ];
+        self.client
+            .read_write(|tx| {
+                let records = records.clone();
+                Box::pin(async move {
+                    for (key, record) in records {
+                        tx.write(key, record);
+                    }
+                    Ok(())
+                })
+            })
+            .await?;
+        anyhow::ensure!(
+            directory.wait_for_range(key, Duration::from_secs(20)).await,
+            "{child} was split off but has no leader yet; retry"
+        );
+        Ok(())
+    }
+}
+
 impl Backend for ClusterBackend {
     fn begin(&self, mode: TxnMode) -> KvFuture<'_, Box<dyn KvTxn>> {
         Box::pin(async move {
@@ -146,11 +208,14 @@ impl Backend for ClusterBackend {
         })
     }
 
-    fn split_at(&self, _keys: Vec<Vec<u8>>) -> KvFuture<'_, ()> {
-        Box::pin(async {
-            Err(KvError::Unsupported(
-                "splitting tablets: every table is one tablet for now".into(),
-            ))
+    fn split_at(&self, keys: Vec<Vec<u8>>) -> KvFuture<'_, ()> {
+        Box::pin(async move {
+            for key in keys {
+                self.split_once(&key)
+                    .await
+                    .map_err(|e| KvError::Unavailable(format!("splitting: {e:#}")))?;
+            }
+            Ok(())
         })
     }
 }

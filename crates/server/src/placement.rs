@@ -216,7 +216,8 @@ impl ClusterDirectory {
         false
     }
 
-    fn range_of(&self, key: &[u8]) -> Option<RangeInfo> {
+    /// The range holding `key`, if placement has one.
+    pub fn range_of(&self, key: &[u8]) -> Option<RangeInfo> {
         let snapshot = self.read();
         let (_, range) = snapshot.ranges.range(..=key.to_vec()).next_back()?;
         (key < range.end.as_slice()).then(|| range.clone())

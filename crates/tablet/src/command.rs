@@ -110,6 +110,16 @@ pub enum TabletCommand {
         /// The transaction.
         txn: TxnId,
     },
+    /// Splits the tablet at `at`: every version of the keys at or above `at` moves to the
+    /// new tablet `child` (created on every replica of this one as it applies the command),
+    /// and this tablet keeps the keys below. Refused while a prepared transaction writes
+    /// above `at`.
+    Split {
+        /// The first key of the new tablet.
+        at: Vec<u8>,
+        /// The new tablet.
+        child: crate::TabletId,
+    },
 }
 
 impl TabletCommand {
@@ -119,7 +129,7 @@ impl TabletCommand {
             TabletCommand::Write { ts, .. } | TabletCommand::Close { ts } => Some(*ts),
             TabletCommand::Prepare { prepare_ts, .. } => Some(*prepare_ts),
             TabletCommand::Commit { commit_ts, .. } => Some(*commit_ts),
-            TabletCommand::Abort { .. } => None,
+            TabletCommand::Abort { .. } | TabletCommand::Split { .. } => None,
         }
     }
 }
@@ -144,6 +154,9 @@ impl fmt::Display for TabletCommand {
                 )
             }
             TabletCommand::Commit { txn, commit_ts } => write!(f, "commit {txn:?} at {commit_ts}"),
+            TabletCommand::Split { at, child } => {
+                write!(f, "split at a {}-byte key into {child}", at.len())
+            }
             TabletCommand::Abort { txn } => write!(f, "abort {txn:?}"),
         }
     }
@@ -173,6 +186,19 @@ pub enum TabletResponse {
     },
     /// A commit for a transaction this tablet never prepared, or below its prepare timestamp.
     NotPrepared,
+    /// A write or prepare with a key outside the tablet's range (the sender's placement was
+    /// stale, for instance after a split): nothing was applied.
+    OutOfRange,
+    /// The tablet is split: keys from the split key on belong to `child`.
+    Split {
+        /// The tablet holding the upper part.
+        child: crate::TabletId,
+    },
+    /// The split was refused and nothing changed.
+    SplitRefused {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A prepared, undecided transaction on a participant.

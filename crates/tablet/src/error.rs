@@ -16,6 +16,21 @@ pub enum TabletError {
         /// The leader, if this replica knows it.
         leader: Option<NodeId>,
     },
+    /// A key outside the tablet's range: the caller's placement is stale (the tablet was
+    /// split). Nothing was read or written; refresh placement and retry.
+    #[error("{tablet}: the key is outside this tablet's range; refresh placement and retry")]
+    OutOfRange {
+        /// The tablet.
+        tablet: TabletId,
+    },
+    /// A split was refused (nothing changed).
+    #[error("{tablet}: split refused: {reason}")]
+    SplitRefused {
+        /// The tablet.
+        tablet: TabletId,
+        /// Why.
+        reason: String,
+    },
     /// The tablet is not hosted on this node.
     #[error("{0}: no replica of this tablet on this node; refresh placement")]
     NotFound(TabletId),
@@ -84,6 +99,8 @@ impl TabletError {
         matches!(
             self,
             TabletError::NotLeader { .. }
+                | TabletError::OutOfRange { .. }
+                | TabletError::SplitRefused { .. }
                 | TabletError::StaleTimestamp { .. }
                 | TabletError::NotYetSafe { .. }
                 | TabletError::Clock(_)

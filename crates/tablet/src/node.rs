@@ -17,7 +17,7 @@ use crate::error::{Result, TabletError};
 use crate::raft::codec::{decode, encode};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, SnapshotChunk};
-use crate::raft::state_machine::StateMachine;
+use crate::raft::state_machine::{ChildSender, SharedRange, StateMachine};
 use crate::raft::{Raft, RaftConfig, TabletSnapshot, TypeConfig};
 use crate::transport::{BoxFuture, RaftRpc, RpcHandler, RpcKind, Transport};
 use crate::{NodeId, Progress, Tablet, TabletId};
@@ -60,6 +60,8 @@ pub struct Node {
     tablets: RwLock<BTreeMap<TabletId, Arc<Tablet>>>,
     /// Snapshots being received, chunk by chunk.
     incoming_snapshots: Mutex<HashMap<TabletId, Vec<u8>>>,
+    /// Tablets a split created here, to open.
+    children: ChildSender,
 }
 
 impl std::fmt::Debug for Node {
@@ -70,7 +72,7 @@ impl std::fmt::Debug for Node {
     }
 }
 
-fn replica_key(tablet: TabletId) -> Vec<u8> {
+pub(crate) fn replica_key(tablet: TabletId) -> Vec<u8> {
     let mut key = b"replica/".to_vec();
     key.extend_from_slice(&tablet.0.to_be_bytes());
     key
@@ -86,6 +88,7 @@ impl Node {
         config: NodeConfig,
     ) -> Result<Arc<Node>> {
         let engine = Arc::new(Engine::open(dir, &config.engine)?);
+        let (children, mut opened) = tokio::sync::mpsc::unbounded_channel();
         let node = Arc::new(Node {
             id,
             engine,
@@ -94,6 +97,19 @@ impl Node {
             config,
             tablets: RwLock::new(BTreeMap::new()),
             incoming_snapshots: Mutex::new(HashMap::new()),
+            children,
+        });
+        // Replicas created by splits open here (the channel closes with the node).
+        let weak = Arc::downgrade(&node);
+        tokio::spawn(async move {
+            while let Some(child) = opened.recv().await {
+                let Some(node) = weak.upgrade() else { return };
+                if node.tablet(child).is_err()
+                    && let Err(e) = node.open_replica(child).await
+                {
+                    tracing::error!(tablet_id = %child, error = %e, "opening a split-off tablet failed");
+                }
+            }
         });
         let hosted = node
             .engine
@@ -158,6 +174,7 @@ impl Node {
     async fn open_replica(&self, tablet: TabletId) -> Result<Arc<Tablet>> {
         let mvcc = Arc::new(Mvcc::open(Arc::clone(&self.engine), tablet.keyspace())?);
         let (progress_tx, progress_rx) = watch::channel(Progress::default());
+        let range = SharedRange::default();
         let stopped = |e: &dyn std::fmt::Display| TabletError::RaftStopped {
             tablet,
             reason: e.to_string(),
@@ -167,6 +184,8 @@ impl Node {
             Arc::clone(&mvcc),
             tablet,
             progress_tx,
+            Arc::clone(&range),
+            Some(self.children.clone()),
         )
         .map_err(|e| stopped(&e))?;
         let log = LogStore::new(Arc::clone(&self.engine), tablet);
@@ -189,6 +208,7 @@ impl Node {
             raft,
             mvcc,
             progress_rx,
+            range,
             Arc::clone(&self.clock),
         ));
         replica.start_closer(self.config.close_interval);

@@ -35,6 +35,7 @@ use tokio::task::JoinHandle;
 use truetime::{Clock, Timestamp};
 
 use crate::error::{Result, TabletError};
+use crate::raft::state_machine::SharedRange;
 use crate::raft::{Raft, TypeConfig};
 use crate::{Mutation, NodeId, PreparedTxn, Progress, TabletCommand, TabletId, TabletResponse};
 
@@ -101,6 +102,8 @@ pub struct Tablet {
     raft: Raft,
     mvcc: Arc<Mvcc>,
     progress: watch::Receiver<Progress>,
+    /// The keys this tablet holds, as last applied here.
+    range: SharedRange,
     clock: Arc<dyn Clock>,
     allocator: tokio::sync::Mutex<Allocator>,
     closer: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -113,6 +116,7 @@ impl Tablet {
         raft: Raft,
         mvcc: Arc<Mvcc>,
         progress: watch::Receiver<Progress>,
+        range: SharedRange,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Tablet {
@@ -121,6 +125,7 @@ impl Tablet {
             raft,
             mvcc,
             progress,
+            range,
             clock,
             allocator: tokio::sync::Mutex::new(Allocator::default()),
             closer: std::sync::Mutex::new(None),
@@ -253,6 +258,7 @@ impl Tablet {
                 ts,
                 floor,
             }),
+            TabletResponse::OutOfRange => Err(TabletError::OutOfRange { tablet: self.id }),
             _ => Ok(()),
         }
     }
@@ -350,12 +356,73 @@ impl Tablet {
     /// that keeps writers out (two-phase locking), which is why it reads no timestamp.
     pub async fn read_latest(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.ensure_leading().await?;
+        self.check_key(key)?;
         Ok(self.mvcc.get(key, Timestamp::MAX)?)
+    }
+
+    /// The keys this tablet holds (as applied on this replica).
+    pub fn range(&self) -> KeyRange {
+        self.range.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<()> {
+        if self
+            .range
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(key)
+        {
+            Ok(())
+        } else {
+            Err(TabletError::OutOfRange { tablet: self.id })
+        }
+    }
+
+    fn check_range(&self, range: &KeyRange) -> Result<()> {
+        let held = self.range.read().unwrap_or_else(|e| e.into_inner());
+        let below_end = match (&held.end, &range.end) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(held_end), Some(end)) => end <= held_end,
+        };
+        if range.start >= held.start && below_end {
+            Ok(())
+        } else {
+            Err(TabletError::OutOfRange { tablet: self.id })
+        }
+    }
+
+    /// Splits this tablet at `at` (proposed by its leader, refused unless it still holds
+    /// `under`): keys from `at` on move to the new tablet `child`, which every replica of
+    /// this one creates as it applies the split. Returns the child (the earlier one if this
+    /// tablet was already split at `at`).
+    pub async fn split(
+        &self,
+        under: Option<Leadership>,
+        at: Vec<u8>,
+        child: TabletId,
+    ) -> Result<TabletId> {
+        let command = |_| TabletCommand::Split { at, child };
+        let (_, response) = self
+            .propose(under, Stamp::Given(Timestamp::ZERO), command)
+            .await?;
+        match response {
+            TabletResponse::Split { child } => Ok(child),
+            TabletResponse::SplitRefused { reason } => Err(TabletError::SplitRefused {
+                tablet: self.id,
+                reason,
+            }),
+            other => Err(TabletError::SplitRefused {
+                tablet: self.id,
+                reason: format!("unexpected response {other:?}"),
+            }),
+        }
     }
 
     /// The latest applied rows of `range` at the leader, under a range lock.
     pub async fn scan_latest(&self, range: &KeyRange, limit: usize) -> Result<ScanPage> {
         self.ensure_leading().await?;
+        self.check_range(range)?;
         Ok(self
             .mvcc
             .scan(range, Timestamp::MAX, limit, ScanDirection::Forward)?)
@@ -421,6 +488,7 @@ impl Tablet {
         timeout: Duration,
     ) -> Result<Option<Vec<u8>>> {
         self.wait_safe(ts, timeout).await?;
+        self.check_key(key)?;
         Ok(self.mvcc.get(key, ts)?)
     }
 
@@ -434,6 +502,7 @@ impl Tablet {
         timeout: Duration,
     ) -> Result<ScanPage> {
         self.wait_safe(ts, timeout).await?;
+        self.check_range(range)?;
         Ok(self.mvcc.scan(range, ts, limit, direction)?)
     }
 

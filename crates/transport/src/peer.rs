@@ -103,6 +103,12 @@ enum Call {
     CloseTimestamp {
         tablet: TabletId,
     },
+    Split {
+        parent: TabletId,
+        at: Vec<u8>,
+        child: TabletId,
+        members: BTreeMap<NodeId, String>,
+    },
 }
 
 /// A call's answer on the wire.
@@ -117,6 +123,7 @@ enum Answer {
     Value(Option<Vec<u8>>),
     Rows(Rows),
     State(ReplicaState),
+    Tablet(TabletId),
 }
 
 type Reply = Result<Answer, TxnError>;
@@ -373,6 +380,27 @@ impl Peer for RemotePeer {
     fn close_timestamp(&self, tablet: TabletId) -> PeerFuture<'_, Timestamp> {
         self.call(Call::CloseTimestamp { tablet }, retryable, timestamp)
     }
+
+    fn split(
+        &self,
+        parent: TabletId,
+        at: Vec<u8>,
+        child: TabletId,
+        members: BTreeMap<NodeId, String>,
+    ) -> PeerFuture<'_, TabletId> {
+        let call = Call::Split {
+            parent,
+            at,
+            child,
+            members,
+        };
+        // A lost reply leaves the split done or not; asking again finds out (it is
+        // idempotent per split key).
+        self.call(call, retryable, |a| match a {
+            Answer::Tablet(t) => Some(t),
+            _ => None,
+        })
+    }
 }
 
 fn timestamp(answer: Answer) -> Option<Timestamp> {
@@ -510,6 +538,12 @@ impl PeerService {
             Call::CloseTimestamp { tablet } => {
                 Answer::Timestamp(peer.close_timestamp(tablet).await?)
             }
+            Call::Split {
+                parent,
+                at,
+                child,
+                members,
+            } => Answer::Tablet(peer.split(parent, at, child, members).await?),
         })
     }
 }

@@ -145,6 +145,16 @@ pub trait Peer: Send + Sync + std::fmt::Debug {
 
     /// At the leader of `tablet`: closes a timestamp now, so replicas can serve reads up to it.
     fn close_timestamp(&self, tablet: TabletId) -> PeerFuture<'_, Timestamp>;
+
+    /// At the leader of `parent`: splits it at `at` into `child`, whose group gets
+    /// `members`; returns the child (the existing one if already split there).
+    fn split(
+        &self,
+        parent: TabletId,
+        at: Vec<u8>,
+        child: TabletId,
+        members: BTreeMap<NodeId, String>,
+    ) -> PeerFuture<'_, TabletId>;
 }
 
 impl Peer for TxnService {
@@ -305,6 +315,16 @@ impl Peer for TxnService {
             let replica = self.replica(tablet)?;
             Ok(replica.close_timestamp().await?)
         })
+    }
+
+    fn split(
+        &self,
+        parent: TabletId,
+        at: Vec<u8>,
+        child: TabletId,
+        members: BTreeMap<NodeId, String>,
+    ) -> PeerFuture<'_, TabletId> {
+        Box::pin(TxnService::split(self, parent, at, child, members))
     }
 }
 

@@ -892,6 +892,62 @@ impl TxnService {
         }
     }
 
+    /// Splits `parent` (led here) at `at` into a new tablet `child` whose group gets
+    /// `members` (node to address, the parent's replicas). First takes an exclusive lock on
+    /// the moving keys with the oldest possible priority: unprepared transactions holding
+    /// locks there are wounded, prepared ones finish first, so no transaction that read or
+    /// wrote a moving key under the parent's locks can commit afterwards at the child.
+    /// Returns the child (the existing one if `parent` was already split at `at`).
+    pub async fn split(
+        &self,
+        parent: TabletId,
+        at: Vec<u8>,
+        child: TabletId,
+        members: BTreeMap<tablet::NodeId, String>,
+    ) -> Result<TabletId> {
+        let txn = TxnId(u64::MAX - child.0);
+        let oldest = Priority {
+            first_start: Timestamp::ZERO,
+            tiebreak: 0,
+        };
+        let end = self.node.tablet(parent)?.range().end;
+        let target = LockTarget::Range {
+            start: at.clone(),
+            end,
+        };
+        let locked = self
+            .lock(txn, oldest, parent, target, LockMode::Exclusive)
+            .await;
+        let split = match locked {
+            Ok((tablet, leadership)) => tablet.split(Some(leadership), at, child).await,
+            Err(e) => {
+                self.abort(txn).await;
+                return Err(e);
+            }
+        };
+        self.release_on(txn, parent);
+        self.forget(txn);
+        let child = split?;
+        // Every replica of the parent opens the child as it applies the split; one of them
+        // starts the child's group.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let replica = loop {
+            if let Ok(replica) = self.node.tablet(child) {
+                break replica;
+            }
+            if Instant::now() >= deadline {
+                return Err(TxnError::Unavailable(format!(
+                    "{child} was split off but did not open here"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        if replica.term() == 0 {
+            self.node.bootstrap(child, &members).await?;
+        }
+        Ok(child)
+    }
+
     /// The outcome of `txn` as recorded by the `coordinator` tablet this node leads:
     /// `Ok(None)` while it is still being decided here. With no record and nobody deciding,
     /// records an abort first (presumed abort), so a late commit cannot slip in.

@@ -358,6 +358,41 @@ impl Mvcc {
         );
     }
 
+    /// The raw bounds of every version of every key at or above `from`.
+    fn raw_from(&self, from: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let end = self
+            .keyspace_end()
+            .unwrap_or_else(|| vec![0xFF; self.keyspace.len() + 1]);
+        (self.encode_user_key(from), end)
+    }
+
+    /// Stages a copy of every version of every key at or above `from` into `to`'s keyspace
+    /// (the keys themselves unchanged), with this keyspace's GC watermark: the data half of
+    /// a tablet split. Applied with the rest of `batch`, atomically.
+    pub fn stage_copy_from(&self, from: &[u8], to: &Mvcc, batch: &mut WriteBatch) -> Result<()> {
+        let (start, end) = self.raw_from(from);
+        let rows = self
+            .engine
+            .scan_raw(Cf::Data, &start, Some(&end), usize::MAX)?;
+        for (key, value) in rows {
+            let mut moved = to.keyspace.clone();
+            moved.extend_from_slice(&key[self.keyspace.len()..]);
+            batch.put(Cf::Data, moved, value);
+        }
+        batch.put(
+            Cf::Meta,
+            watermark_key(&to.keyspace),
+            self.gc_watermark().to_be_bytes().to_vec(),
+        );
+        Ok(())
+    }
+
+    /// Stages the removal of every version of every key at or above `from`.
+    pub fn stage_delete_from(&self, from: &[u8], batch: &mut WriteBatch) {
+        let (start, end) = self.raw_from(from);
+        batch.delete_range(Cf::Data, start, end);
+    }
+
     /// Re-reads the GC watermark after [`Mvcc::stage_replace_all`] was written.
     pub fn reload_gc_watermark(&self) -> Result<()> {
         let reloaded = Mvcc::open(Arc::clone(&self.engine), self.keyspace.clone())?;

@@ -32,8 +32,15 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let tablet = TabletId(42);
         let mvcc = Arc::new(Mvcc::open(Arc::clone(&engine), tablet.keyspace()).map_err(failed)?);
         let (progress, _) = watch::channel(Progress::default());
-        let machine =
-            StateMachine::open(Arc::clone(&engine), mvcc, tablet, progress).map_err(failed)?;
+        let machine = StateMachine::open(
+            Arc::clone(&engine),
+            mvcc,
+            tablet,
+            progress,
+            Default::default(),
+            None,
+        )
+        .map_err(failed)?;
         Ok((dir, LogStore::new(engine, tablet), machine))
     }
 }

@@ -17,7 +17,7 @@ use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
-use storage::{Cf, Engine, Mvcc, WriteBatch};
+use storage::{Cf, Engine, KeyRange, Mvcc, WriteBatch};
 use tokio::sync::watch;
 use truetime::Timestamp;
 
@@ -33,12 +33,23 @@ pub(crate) struct AppliedState {
     /// Every applied or closed timestamp is at or below this; a later command must be above
     /// it. Reads at or below it see every write they ever will: `t_paxos_safe`.
     pub(crate) floor: Timestamp,
+    /// The keys this tablet holds (all of them until a split).
+    #[serde(default)]
+    pub(crate) range: KeyRange,
+    /// The tablets split off this one, with their split keys (a repeated split finds its
+    /// child). A list, not a map: the applied state is JSON, whose keys are strings.
+    #[serde(default)]
+    pub(crate) children: Vec<(Vec<u8>, TabletId)>,
 }
 
 /// A snapshot's contents.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct SnapshotPayload {
     floor: Timestamp,
+    #[serde(default)]
+    range: KeyRange,
+    #[serde(default)]
+    children: Vec<(Vec<u8>, TabletId)>,
     gc_watermark: Timestamp,
     versions: Vec<(Vec<u8>, Vec<u8>)>,
     txns: TxnRecords,
@@ -157,7 +168,19 @@ pub(crate) struct StateMachine {
     stale_rejections: u64,
     txn_prefix: Vec<u8>,
     txns: TxnRecords,
+    /// The tablet's range, shared with the [`crate::Tablet`] that checks reads against it.
+    range: SharedRange,
+    /// Where the node learns of tablets split off this one (it opens their replicas).
+    children: Option<ChildSender>,
+    /// Children created by the batch being applied, announced once it is written.
+    opened_children: Vec<TabletId>,
 }
+
+/// A tablet's key range as its state machine last applied it.
+pub(crate) type SharedRange = Arc<std::sync::RwLock<KeyRange>>;
+
+/// Tells the node that a split created a replica of this tablet here.
+pub(crate) type ChildSender = tokio::sync::mpsc::UnboundedSender<TabletId>;
 
 /// The newest snapshot, shared with the builders that produce it.
 type CurrentSnapshot = Arc<std::sync::Mutex<Option<SnapshotOf<TypeConfig, TabletSnapshot>>>>;
@@ -173,6 +196,8 @@ impl StateMachine {
         mvcc: Arc<Mvcc>,
         tablet: TabletId,
         progress: watch::Sender<Progress>,
+        range: SharedRange,
+        children: Option<ChildSender>,
     ) -> io::Result<Self> {
         let applied_key = Self::applied_key(tablet);
         let applied = match engine.get(Cf::Meta, &applied_key).map_err(to_io)? {
@@ -191,6 +216,9 @@ impl StateMachine {
             stale_rejections: 0,
             txn_prefix,
             txns,
+            range,
+            children,
+            opened_children: Vec::new(),
         };
         machine.publish();
         Ok(machine)
@@ -204,6 +232,7 @@ impl StateMachine {
     }
 
     pub(crate) fn publish(&self) {
+        *self.range.write().unwrap_or_else(|e| e.into_inner()) = self.applied.range.clone();
         let progress = Progress {
             applied_index: self.applied.last_applied.map(|id| id.index),
             // t_safe = min(t_paxos_safe, t_tm_safe).
@@ -233,6 +262,9 @@ impl StateMachine {
     ) -> io::Result<TabletResponse> {
         match command {
             TabletCommand::Write { ts, mutations } => {
+                if !self.holds(&mutations) {
+                    return Ok(TabletResponse::OutOfRange);
+                }
                 let floor = self.applied.floor;
                 if ts <= floor {
                     self.stale_rejections += 1;
@@ -253,6 +285,9 @@ impl StateMachine {
                 coordinator,
                 mutations,
             } => {
+                if !self.holds(&mutations) {
+                    return Ok(TabletResponse::OutOfRange);
+                }
                 let prepared = PreparedTxn {
                     prepare_ts,
                     coordinator,
@@ -260,6 +295,7 @@ impl StateMachine {
                 };
                 self.apply_prepare(txn, prepared, batch)
             }
+            TabletCommand::Split { at, child } => self.apply_split(at, child, batch),
             TabletCommand::Commit { txn, commit_ts } => {
                 self.apply_outcome(txn, Some(commit_ts), batch)
             }
@@ -338,6 +374,78 @@ impl StateMachine {
         Ok(TabletResponse::Applied)
     }
 
+    /// Whether every mutation's key is in this tablet's range.
+    fn holds(&self, mutations: &[Mutation]) -> bool {
+        mutations
+            .iter()
+            .all(|m| self.applied.range.contains(&m.key))
+    }
+
+    /// Splits off `[at, end)` into `child`: its versions move to the child's keyspace, the
+    /// child's applied state starts at this tablet's floor (so it never writes at or below
+    /// a timestamp already served here), and the node is told to open the child's replica.
+    /// Every replica applies the same split at the same log index, so every replica of this
+    /// tablet becomes a replica of the child with the same rows.
+    fn apply_split(
+        &mut self,
+        at: Vec<u8>,
+        child: TabletId,
+        batch: &mut WriteBatch,
+    ) -> io::Result<TabletResponse> {
+        if let Some((_, existing)) = self.applied.children.iter().find(|(key, _)| *key == at) {
+            return Ok(TabletResponse::Split { child: *existing });
+        }
+        let range = &self.applied.range;
+        if !range.contains(&at) || at == range.start {
+            return Ok(TabletResponse::SplitRefused {
+                reason: "the split key is not inside the tablet's range".into(),
+            });
+        }
+        let upper = KeyRange {
+            start: at.clone(),
+            end: range.end.clone(),
+        };
+        let busy = self
+            .txns
+            .prepared
+            .values()
+            .any(|p| p.mutations.iter().any(|m| upper.contains(&m.key)));
+        if busy {
+            return Ok(TabletResponse::SplitRefused {
+                reason: "a prepared transaction writes above the split key; retry".into(),
+            });
+        }
+        let registry = crate::node::replica_key(child);
+        // A replica of the child already here (created through its own group) keeps its
+        // state: it came from the child's log or snapshot, not from this split.
+        let fresh = self
+            .engine
+            .get(Cf::Meta, &registry)
+            .map_err(to_io)?
+            .is_none();
+        if fresh {
+            let target = Mvcc::open(Arc::clone(&self.engine), child.keyspace()).map_err(to_io)?;
+            self.mvcc
+                .stage_copy_from(&at, &target, batch)
+                .map_err(to_io)?;
+            let child_state = AppliedState {
+                last_applied: None,
+                membership: Default::default(),
+                floor: self.applied.floor,
+                range: upper,
+                children: Vec::new(),
+            };
+            batch.put(Cf::Meta, Self::applied_key(child), encode(&child_state)?);
+            batch.put(Cf::Meta, registry, Vec::new());
+            // The node opens it once this batch is written.
+            self.opened_children.push(child);
+        }
+        self.mvcc.stage_delete_from(&at, batch);
+        self.applied.range.end = Some(at.clone());
+        self.applied.children.push((at, child));
+        Ok(TabletResponse::Split { child })
+    }
+
     /// Drops the outcomes applied before `horizon` (deterministically: every replica applies
     /// the same closed timestamps).
     fn forget_decided_before(&mut self, horizon: Timestamp, batch: &mut WriteBatch) {
@@ -408,6 +516,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         self.write_applied(batch)?;
         self.publish();
+        for child in self.opened_children.drain(..) {
+            if let Some(children) = &self.children {
+                let _ = children.send(child);
+            }
+        }
         for (responder, response) in replies {
             responder.send(response);
         }
@@ -425,6 +538,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             },
             payload: self.mvcc.export_versions().map(|versions| SnapshotPayload {
                 floor: self.applied.floor,
+                range: self.applied.range.clone(),
+                children: self.applied.children.clone(),
                 gc_watermark: self.mvcc.gc_watermark(),
                 versions,
                 txns: self.txns.clone(),
@@ -447,6 +562,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
             floor: payload.floor,
+            range: payload.range,
+            children: payload.children,
         };
         // One atomic batch: rows, watermark and applied state change together.
         batch.put(Cf::Meta, self.applied_key.clone(), encode(&self.applied)?);

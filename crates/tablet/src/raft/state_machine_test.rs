@@ -50,7 +50,15 @@ impl Fixture {
     fn open(&self) -> (StateMachine, watch::Receiver<Progress>) {
         let (tx, progress) = watch::channel(Progress::default());
         let engine = Arc::clone(&self.engine);
-        let machine = StateMachine::open(engine, Arc::clone(&self.mvcc), self.tablet, tx).unwrap();
+        let machine = StateMachine::open(
+            engine,
+            Arc::clone(&self.mvcc),
+            self.tablet,
+            tx,
+            Default::default(),
+            None,
+        )
+        .unwrap();
         (machine, progress)
     }
 }
@@ -257,4 +265,78 @@ async fn outcomes_are_forgotten_after_the_retention_period() {
     drop(machine);
     let (machine, _progress) = fixture.open();
     assert_eq!(machine.decided(txn), None);
+}
+
+#[tokio::test]
+async fn a_split_moves_the_upper_keys_with_their_history_and_refuses_them_afterwards() {
+    use crate::TabletResponse::{Applied, OutOfRange, Split, SplitRefused};
+    let fixture = Fixture::new(TabletId(5));
+    let (mut machine, _progress) = fixture.open();
+    let ts = Timestamp::from_nanos;
+    let put = |key: &[u8], at: u64| TabletCommand::Write {
+        ts: ts(at),
+        mutations: vec![Mutation::put(key.to_vec(), at.to_be_bytes().to_vec())],
+    };
+    assert_eq!(apply_one(&mut machine, put(b"a", 10)), Applied);
+    assert_eq!(apply_one(&mut machine, put(b"m", 11)), Applied);
+    assert_eq!(apply_one(&mut machine, put(b"m", 12)), Applied);
+    assert_eq!(apply_one(&mut machine, put(b"z", 13)), Applied);
+    let child = TabletId(6);
+    let split = |at: &[u8]| TabletCommand::Split {
+        at: at.to_vec(),
+        child,
+    };
+    assert!(matches!(
+        apply_one(&mut machine, split(b"")),
+        SplitRefused { .. }
+    ));
+    assert_eq!(apply_one(&mut machine, split(b"m")), Split { child });
+    assert_eq!(
+        apply_one(&mut machine, split(b"m")),
+        Split { child },
+        "a repeated split finds its child"
+    );
+
+    // The parent keeps the lower keys and refuses the upper ones, writes and prepares alike.
+    let mvcc = &fixture.mvcc;
+    assert!(mvcc.get(b"a", ts(20)).unwrap().is_some());
+    assert_eq!(mvcc.get(b"m", ts(20)).unwrap(), None, "moved away");
+    assert_eq!(apply_one(&mut machine, put(b"q", 30)), OutOfRange);
+    let prepare = TabletCommand::Prepare {
+        txn: locks::TxnId(1),
+        coordinator: TabletId(5),
+        prepare_ts: ts(31),
+        mutations: vec![Mutation::put(b"x".to_vec(), b"1".to_vec())],
+    };
+    assert_eq!(apply_one(&mut machine, prepare), OutOfRange);
+
+    // The child has every version of the upper keys, and starts at the parent's floor.
+    let moved = Mvcc::open(Arc::clone(&fixture.engine), child.keyspace()).unwrap();
+    assert_eq!(
+        moved.get(b"m", ts(11)).unwrap(),
+        Some(11u64.to_be_bytes().to_vec())
+    );
+    assert_eq!(
+        moved.get(b"m", ts(20)).unwrap(),
+        Some(12u64.to_be_bytes().to_vec())
+    );
+    assert_eq!(
+        moved.get(b"z", ts(20)).unwrap(),
+        Some(13u64.to_be_bytes().to_vec())
+    );
+    assert_eq!(moved.get(b"a", ts(20)).unwrap(), None);
+    let (_, child_progress) = {
+        let (tx, rx) = watch::channel(Progress::default());
+        let machine = StateMachine::open(
+            Arc::clone(&fixture.engine),
+            Arc::new(moved),
+            child,
+            tx,
+            Default::default(),
+            None,
+        )
+        .unwrap();
+        (machine, rx)
+    };
+    assert_eq!(child_progress.borrow().paxos_safe_ts, ts(13));
 }
