@@ -75,9 +75,11 @@ impl ClusterBackend {
         for address in members.values() {
             admin_call(address, &AdminCall::CreateReplica(tablet)).await?;
         }
-        let first = members
-            .values()
-            .next()
+        // The first replica (rotated by tablet id) starts the group and so usually leads
+        // it: leaders spread over the nodes.
+        let first = replicas
+            .first()
+            .and_then(|n| members.get(n))
             .ok_or_else(|| anyhow::anyhow!("no nodes to place {tablet} on"))?;
         admin_call(
             first,

@@ -24,7 +24,9 @@ pub fn render(result: &ResultSet) -> String {
         let n = result.rows.len();
         out.push_str(&format!("({n} row{})\n", if n == 1 { "" } else { "s" }));
     }
-    if !result.tag.is_empty() && !result.tag.starts_with("SELECT") {
+    // A result with rows has said how many; its tag (SELECT n, SHOW n, EXPLAIN n) would
+    // say it again.
+    if !result.tag.is_empty() && result.columns.is_empty() {
         out.push_str(&result.tag);
         if let Some(ts) = result.commit_ts {
             out.push_str(&format!(" (commit_ts {ts})"));
