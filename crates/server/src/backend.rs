@@ -190,7 +190,10 @@ impl Backend for ClusterBackend {
                         first_start: p.first_start,
                         tiebreak: p.tiebreak,
                     });
-                    Box::new(ReadWrite(self.client.begin(priority).map_err(kv_error)?))
+                    Box::new(ReadWrite {
+                        txn: self.client.begin(priority).map_err(kv_error)?,
+                        client: Arc::clone(&self.client),
+                    })
                 }
                 TxnMode::ReadOnly(bound) => Box::new(ReadOnly(
                     self.client
@@ -244,11 +247,24 @@ pub fn kv_error(e: TxnError) -> KvError {
 
 /// A read-write transaction.
 #[derive(Debug)]
-struct ReadWrite(Transaction<'static>);
+struct ReadWrite {
+    txn: Transaction<'static>,
+    client: Arc<TxnClient>,
+}
 
 impl Kv for ReadWrite {
     fn get<'a>(&'a mut self, key: &'a [u8]) -> KvFuture<'a, Option<Vec<u8>>> {
-        Box::pin(async move { self.0.read(key).await.map_err(kv_error) })
+        Box::pin(async move { self.txn.read(key).await.map_err(kv_error) })
+    }
+
+    /// A strong lock-free read (LastTS at the catalog tablet's leader when nothing is
+    /// prepared there): the newest committed schema, without making the catalog's tablet a
+    /// participant of this transaction's commit.
+    fn get_schema<'a>(&'a mut self, key: &'a [u8]) -> KvFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            let (mut values, _) = self.client.strong_read(&[key]).await.map_err(kv_error)?;
+            Ok(values.pop().flatten())
+        })
     }
 
     fn scan<'a>(
@@ -258,7 +274,7 @@ impl Kv for ReadWrite {
         limit: usize,
     ) -> KvFuture<'a, Vec<(Vec<u8>, Vec<u8>)>> {
         Box::pin(async move {
-            self.0
+            self.txn
                 .scan(KeyRange::new(start, end), limit)
                 .await
                 .map_err(kv_error)
@@ -275,19 +291,19 @@ impl Kv for ReadWrite {
             .into_iter()
             .map(|at| u32::try_from(at).map_err(|_| KvError::Failed("value too large".into())))
             .collect::<Result<Vec<u32>, _>>()?;
-        self.0.write_stamped(key, value, slots);
+        self.txn.write_stamped(key, value, slots);
         Ok(())
     }
 
     fn delete(&mut self, key: Vec<u8>) -> Result<(), KvError> {
-        self.0.delete(key);
+        self.txn.delete(key);
         Ok(())
     }
 }
 
 impl KvTxn for ReadWrite {
     fn commit(self: Box<Self>) -> KvFuture<'static, Option<Timestamp>> {
-        let mut txn = self.0;
+        let mut txn = self.txn;
         Box::pin(async move {
             match txn.commit().await {
                 Ok(ts) => Ok(Some(ts)),
@@ -302,7 +318,7 @@ impl KvTxn for ReadWrite {
     }
 
     fn rollback(self: Box<Self>) -> KvFuture<'static, ()> {
-        let txn = self.0;
+        let txn = self.txn;
         Box::pin(async move {
             txn.abort().await;
             Ok(())
@@ -314,7 +330,7 @@ impl KvTxn for ReadWrite {
     }
 
     fn priority(&self) -> Option<TxnPriority> {
-        let p = self.0.priority();
+        let p = self.txn.priority();
         Some(TxnPriority {
             first_start: p.first_start,
             tiebreak: p.tiebreak,

@@ -3,10 +3,13 @@
 //! - `c` `table/` + name → the [`TableSchema`] as JSON;
 //! - `c` `next_table_id` → the next table id (`u64` big-endian; ids start at 1, never reused).
 //!
-//! Every statement reads the catalog inside its own transaction, so DDL is transactional
-//! and every node sees the same schema at the same timestamp; there is no cache to go stale.
-//! A read-write statement's catalog read is a locking read, so DDL and DML on the same table
-//! conflict as they should.
+//! Every statement reads the catalog through its own transaction, so every node sees the
+//! same schema; there is no cache to go stale. DDL reads it with locks ([`find_table_locked`]),
+//! so concurrent DDL on one table conflicts. Other statements read it with
+//! [`crate::Kv::get_schema`]: a read-write transaction may take the newest committed schema
+//! without a lock, which keeps the catalog's tablet out of every commit. The price: DML racing
+//! a `DROP TABLE` can leave rows in the dropped table's key range, where nothing reads them
+//! (table ids are never reused).
 
 use crate::error::{ErrorCode, SqlError, SqlResult};
 use crate::kv::Kv;
@@ -21,10 +24,22 @@ fn table_key(name: &str) -> Vec<u8> {
     k
 }
 
-/// The schema of table `name`, if it exists.
+/// The schema of table `name`, if it exists, read under the transaction's locks (for DDL).
+pub async fn find_table_locked(kv: &mut dyn Kv, name: &str) -> SqlResult<Option<TableSchema>> {
+    let key = table_key(name);
+    let entry = kv.get(&key).await?;
+    decode_entry(name, entry)
+}
+
+/// The schema of table `name`, if it exists (for queries and DML: see the module docs).
 pub async fn find_table(kv: &mut dyn Kv, name: &str) -> SqlResult<Option<TableSchema>> {
     let key = table_key(name);
-    match kv.get(&key).await? {
+    let entry = kv.get_schema(&key).await?;
+    decode_entry(name, entry)
+}
+
+fn decode_entry(name: &str, entry: Option<Vec<u8>>) -> SqlResult<Option<TableSchema>> {
+    match entry {
         None => Ok(None),
         Some(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
@@ -34,11 +49,20 @@ pub async fn find_table(kv: &mut dyn Kv, name: &str) -> SqlResult<Option<TableSc
 
 /// The schema of table `name`, or an `undefined_table` error.
 pub async fn get_table(kv: &mut dyn Kv, name: &str) -> SqlResult<TableSchema> {
-    find_table(kv, name).await?.ok_or_else(|| {
-        SqlError::undefined_table(format!(
-            "table {name} does not exist; SHOW TABLES lists the tables"
-        ))
-    })
+    find_table(kv, name).await?.ok_or_else(|| undefined(name))
+}
+
+/// [`get_table`] under the transaction's locks (for DDL).
+pub async fn get_table_locked(kv: &mut dyn Kv, name: &str) -> SqlResult<TableSchema> {
+    find_table_locked(kv, name)
+        .await?
+        .ok_or_else(|| undefined(name))
+}
+
+fn undefined(name: &str) -> SqlError {
+    SqlError::undefined_table(format!(
+        "table {name} does not exist; SHOW TABLES lists the tables"
+    ))
 }
 
 /// Every table, by name.

@@ -130,7 +130,11 @@ pub async fn create(
     backend: &dyn Backend,
     ct: &CreateTable,
 ) -> SqlResult<QueryResult> {
-    if ct.if_not_exists && catalog::find_table(kv, &ct.schema.name).await?.is_some() {
+    if ct.if_not_exists
+        && catalog::find_table_locked(kv, &ct.schema.name)
+            .await?
+            .is_some()
+    {
         return Ok(QueryResult::tag("CREATE TABLE"));
     }
     let mut schema = ct.schema.clone();
@@ -149,7 +153,7 @@ pub async fn drop(
 ) -> SqlResult<QueryResult> {
     for name in names {
         let name = object_name(name)?;
-        let Some(table) = catalog::find_table(kv, &name).await? else {
+        let Some(table) = catalog::find_table_locked(kv, &name).await? else {
             if if_exists {
                 continue;
             }
@@ -186,7 +190,7 @@ pub async fn split_keys(
     points: &[Vec<ast::Expr>],
     params: &[Value],
 ) -> SqlResult<Vec<Vec<u8>>> {
-    let table = catalog::get_table(kv, &object_name(table)?).await?;
+    let table = catalog::get_table_locked(kv, &object_name(table)?).await?;
     let mut keys = Vec::new();
     for point in points {
         if point.is_empty() || point.len() > table.primary_key.len() {

@@ -86,6 +86,13 @@ pub trait Kv: Send {
         limit: usize,
     ) -> KvFuture<'a, Vec<(Vec<u8>, Vec<u8>)>>;
 
+    /// Reads a catalog entry. A read-write transaction may answer from a recent committed
+    /// snapshot without a lock (the catalog's tablet then takes no part in the commit);
+    /// the default is [`Kv::get`].
+    fn get_schema<'a>(&'a mut self, key: &'a [u8]) -> KvFuture<'a, Option<Vec<u8>>> {
+        self.get(key)
+    }
+
     /// Buffers `key = value`. At commit, the transaction's commit timestamp (nanoseconds
     /// since the Unix epoch, `u64` big-endian, 8 bytes) is written into `value` at each
     /// offset in `commit_ts_at`: that is how `PENDING_COMMIT_TIMESTAMP()` gets its value.
