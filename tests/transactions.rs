@@ -960,3 +960,62 @@ async fn without_commit_wait_the_list_append_checker_finds_stale_snapshots() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_fenced_clock_assigns_no_timestamps_and_serves_no_reads() {
+    let cluster = bank("fenced").await;
+    let client = cluster.client(NodeId(1), 1);
+    let opened_at = open_accounts(&client).await;
+    let leader = cluster.directory.leader_service(TabletId(1)).unwrap();
+    let fenced = leader.node_id();
+    cluster.cluster.clock(fenced).set_fenced(true);
+
+    // It serves no snapshot read, even at a timestamp it could otherwise serve...
+    let read = txn::Peer::snapshot_read(
+        leader.as_ref(),
+        TabletId(1),
+        acct(0),
+        opened_at,
+        Duration::from_secs(1),
+    )
+    .await;
+    assert!(
+        matches!(read, Err(txn::TxnError::Unavailable(_))),
+        "{read:?}"
+    );
+    // ...no locking read, and as a leader it assigns no timestamp: nothing commits there.
+    let locked = leader
+        .read(
+            TxnId(77 << 40),
+            Priority {
+                first_start: Timestamp::ZERO,
+                tiebreak: 1,
+            },
+            TabletId(1),
+            &acct(0),
+        )
+        .await;
+    assert!(
+        matches!(locked, Err(txn::TxnError::Unavailable(_))),
+        "{locked:?}"
+    );
+    let tablet = cluster.cluster.node(fenced).tablet(TabletId(1)).unwrap();
+    let write = tablet.write(vec![Mutation::put(acct(0), encode(0))]).await;
+    assert!(
+        matches!(write, Err(tablet::TabletError::Clock(_))),
+        "a fenced leader assigned a timestamp: {write:?}"
+    );
+
+    // Lifted, it serves again.
+    cluster.cluster.clock(fenced).set_fenced(false);
+    let read = txn::Peer::snapshot_read(
+        leader.as_ref(),
+        TabletId(1),
+        acct(0),
+        opened_at,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(read.is_ok(), "{read:?}");
+    cluster.shutdown().await;
+}

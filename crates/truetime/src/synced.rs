@@ -1,5 +1,19 @@
 //! [`SyncedClock`]: an interval that starts narrow at each sync with the time masters and
 //! widens with the local oscillator's worst-case drift until the next one.
+//!
+//! # Fencing
+//!
+//! At each sync the clock compares its own extrapolated interval with the masters'. If they
+//! do not overlap, the local oscillator broke its drift model (or jumped) since the last sync:
+//! for some time before this sync the intervals it gave may not have contained the true
+//! time. The clock then *fences* itself for [`SyncConfig::fence_for`]: `now()` fails with
+//! [`ClockError::Fenced`], so the node assigns no timestamps, commits nothing and serves no
+//! reads, and operations begun with the bad intervals drain (lock waits, commit-waits and
+//! in-flight Raft rounds all end within the fence) before the node serves again.
+//!
+//! HAZARD: fencing bounds the damage after detection; it cannot undo what happened between
+//! the clock going wrong and the next sync. Syncing often (seconds) keeps that window short,
+//! and the drift model (`drift_ppm`) must hold for real oscillators.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -19,6 +33,8 @@ pub struct SyncConfig {
     pub epsilon_max: Duration,
     /// How many masters must agree for a sync to count.
     pub quorum: usize,
+    /// How long the clock refuses after a sync found it outside its own bound.
+    pub fence_for: Duration,
 }
 
 impl Default for SyncConfig {
@@ -28,6 +44,7 @@ impl Default for SyncConfig {
             max_sync_age: Duration::from_secs(60),
             epsilon_max: Duration::from_millis(50),
             quorum: 1,
+            fence_for: Duration::from_secs(15),
         }
     }
 }
@@ -59,6 +76,8 @@ pub struct SyncedClock {
     oscillator: Arc<dyn Oscillator>,
     config: SyncConfig,
     last_sync: Arc<RwLock<Option<SyncPoint>>>,
+    /// Refusing until the oscillator reads this, and why.
+    fenced: Arc<RwLock<Option<(u64, String)>>>,
 }
 
 impl SyncedClock {
@@ -69,6 +88,7 @@ impl SyncedClock {
             oscillator,
             config,
             last_sync: Arc::new(RwLock::new(None)),
+            fenced: Arc::new(RwLock::new(None)),
         }
     }
 
@@ -95,7 +115,18 @@ impl SyncedClock {
             Some(own) => match own.intersect(&masters) {
                 Some(both) => (both, true),
                 None => {
-                    tracing::warn!(?own, ?masters, "local clock drifted beyond its model");
+                    let reason = format!(
+                        "the local clock's interval {own} did not overlap the time masters' {masters}"
+                    );
+                    tracing::error!(
+                        %reason,
+                        fence_for = ?self.config.fence_for,
+                        "clock outside its bound: fencing this node"
+                    );
+                    let until = at.saturating_add(
+                        u64::try_from(self.config.fence_for.as_nanos()).unwrap_or(u64::MAX),
+                    );
+                    *self.fenced.write().unwrap_or_else(|e| e.into_inner()) = Some((until, reason));
                     (masters, false)
                 }
             },
@@ -130,7 +161,22 @@ impl SyncedClock {
         )
     }
 
+    /// Whether the clock is fenced now (see the module docs).
+    pub fn is_fenced(&self) -> bool {
+        self.fence_at(self.oscillator_nanos()).is_err()
+    }
+
+    fn fence_at(&self, at: u64) -> Result<(), ClockError> {
+        match &*self.fenced.read().unwrap_or_else(|e| e.into_inner()) {
+            Some((until, reason)) if at < *until => Err(ClockError::Fenced {
+                reason: reason.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn now_at(&self, at: u64) -> Result<TtInterval, ClockError> {
+        self.fence_at(at)?;
         let point = self
             .last_sync
             .read()
@@ -325,6 +371,69 @@ mod tests {
                 prop_assert!(clock.now().unwrap().contains(truth.now()));
             }
         }
+    }
+
+    /// An oscillator that can leap forward: a clock going wrong outside its drift model.
+    #[derive(Debug)]
+    struct LeapingOscillator {
+        inner: DriftingOscillator,
+        leap_ns: std::sync::atomic::AtomicU64,
+    }
+
+    impl Oscillator for LeapingOscillator {
+        fn elapsed_nanos(&self) -> u64 {
+            self.inner.elapsed_nanos() + self.leap_ns.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn a_clock_found_outside_its_bound_fences_itself_for_the_fence_period() {
+        let truth = ReferenceTime::manual(Timestamp::from_nanos(1_000_000 * MS));
+        let oscillator = Arc::new(LeapingOscillator {
+            inner: DriftingOscillator::new(truth.clone(), 0),
+            leap_ns: 0.into(),
+        });
+        let config = SyncConfig {
+            fence_for: Duration::from_secs(2),
+            ..SyncConfig::default()
+        };
+        let clock = SyncedClock::new(oscillator.clone(), config);
+        let reading = exchange(&truth, &clock, 0, MS, (MS, MS));
+        assert!(
+            clock
+                .apply_readings(&[reading])
+                .unwrap()
+                .agreed_with_previous
+        );
+        assert!(clock.now().unwrap().contains(truth.now()));
+
+        // The oscillator leaps 50 ms, far beyond ε: until the next sync nothing can tell.
+        oscillator
+            .leap_ns
+            .store(50 * MS, std::sync::atomic::Ordering::SeqCst);
+        truth.advance(Duration::from_millis(100));
+        assert!(
+            !clock.now().unwrap().contains(truth.now()),
+            "undetected so far"
+        );
+
+        // The next sync finds the clock outside its bound: no intervals for `fence_for`.
+        let reading = exchange(&truth, &clock, 0, MS, (MS, MS));
+        let outcome = clock.apply_readings(&[reading]).unwrap();
+        assert!(!outcome.agreed_with_previous);
+        assert!(matches!(clock.now(), Err(ClockError::Fenced { .. })));
+        assert!(clock.is_fenced());
+        assert!(matches!(
+            clock.after(Timestamp::ZERO),
+            Err(ClockError::Fenced { .. })
+        ));
+        truth.advance(Duration::from_millis(1900));
+        assert!(matches!(clock.now(), Err(ClockError::Fenced { .. })));
+
+        // Afterwards it serves again, from the masters' time, with the truth inside.
+        truth.advance(Duration::from_millis(200));
+        assert!(!clock.is_fenced());
+        assert!(clock.now().unwrap().contains(truth.now()));
     }
 
     #[test]

@@ -109,6 +109,7 @@ pub struct Skew {
 pub struct TestClock {
     truth: ReferenceTime,
     skew: Arc<Mutex<Skew>>,
+    fenced: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl TestClock {
@@ -123,6 +124,7 @@ impl TestClock {
         TestClock {
             truth,
             skew: Arc::new(Mutex::new(skew)),
+            fenced: Arc::default(),
         }
     }
 
@@ -182,6 +184,13 @@ impl TestClock {
         u128::from(self.error_ns().unsigned_abs()) <= self.skew().epsilon.as_nanos()
     }
 
+    /// Fences the clock (as a synced clock does when the masters find it outside its bound)
+    /// or lifts the fence.
+    pub fn set_fenced(&self, fenced: bool) {
+        self.fenced
+            .store(fenced, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// The reference time this clock is skewed against.
     pub fn truth(&self) -> &ReferenceTime {
         &self.truth
@@ -190,6 +199,11 @@ impl TestClock {
 
 impl Clock for TestClock {
     fn now(&self) -> Result<TtInterval, ClockError> {
+        if self.fenced.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ClockError::Fenced {
+                reason: "fenced by the test".into(),
+            });
+        }
         let reading = self
             .truth
             .now()

@@ -274,6 +274,7 @@ impl Peer for TxnService {
         wait: Duration,
     ) -> PeerFuture<'_, Option<Vec<u8>>> {
         Box::pin(async move {
+            self.serving()?;
             let replica = self.replica(tablet)?;
             Ok(replica.read(&key, ts, wait).await?)
         })
@@ -288,6 +289,7 @@ impl Peer for TxnService {
         wait: Duration,
     ) -> PeerFuture<'_, Rows> {
         Box::pin(async move {
+            self.serving()?;
             let replica = self.replica(tablet)?;
             let page = replica
                 .scan(&range, ts, limit, storage::ScanDirection::Forward, wait)

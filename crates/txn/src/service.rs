@@ -496,6 +496,13 @@ impl TxnService {
         }
     }
 
+    /// Fails while this node's clock cannot bound the time (fenced, or unsynced): such a
+    /// node serves no reads, so a client whose reads must be ordered by time never depends
+    /// on it.
+    pub(crate) fn serving(&self) -> Result<()> {
+        self.clock.now().map(|_| ()).map_err(TxnError::from)
+    }
+
     /// Reads `key` at the leader of `tablet` under a shared lock.
     pub async fn read(
         &self,
@@ -504,6 +511,7 @@ impl TxnService {
         tablet: TabletId,
         key: &[u8],
     ) -> Result<(Option<Vec<u8>>, Leadership)> {
+        self.serving()?;
         let target = LockTarget::key(key);
         let (replica, leadership) = self
             .lock(txn, priority, tablet, target, LockMode::Shared)
@@ -520,6 +528,7 @@ impl TxnService {
         range: KeyRange,
         limit: usize,
     ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Leadership)> {
+        self.serving()?;
         let target = LockTarget::Range {
             start: range.start.clone(),
             end: range.end.clone(),
