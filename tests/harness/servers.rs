@@ -36,6 +36,7 @@ impl ServerCluster {
                 clock: Arc::new(FixedEpsilonClock::new(Duration::from_millis(1))),
                 node: fast_node_config(),
                 txn: TxnConfig::default(),
+                faults: None,
             };
             let server = Server::start(config).await?;
             joined.push(server.address().to_string());

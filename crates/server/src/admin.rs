@@ -9,7 +9,9 @@ use proto::v1::node_admin_server::{NodeAdmin, NodeAdminServer};
 use tablet::NodeId;
 use tonic::{Request, Response, Status};
 
-use crate::membership::{AdminAnswer, AdminCall, META_TABLET, Membership, admin_call, to_url};
+use crate::membership::{
+    AdminAnswer, AdminCall, Fault, META_TABLET, Membership, admin_call, to_url,
+};
 use crate::server::Server;
 
 /// Answers membership calls from other nodes.
@@ -47,6 +49,21 @@ impl AdminService {
                     .running()
                     .ok_or_else(|| anyhow::anyhow!("this node has not joined a cluster"))?;
                 running.node.create_tablet(tablet).await?;
+                Ok(AdminAnswer::Done)
+            }
+            AdminCall::Fault(fault) => {
+                let faults = server.config().faults.as_ref().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "faults are disabled on this node (start it with --allow-faults)"
+                    )
+                })?;
+                tracing::warn!(?fault, "fault injected");
+                match fault {
+                    Fault::Partition(blocked) => faults.firewall.set_blocked(blocked),
+                    Fault::ClockOffset(ns) => faults
+                        .clock_offset
+                        .store(ns, std::sync::atomic::Ordering::SeqCst),
+                }
                 Ok(AdminAnswer::Done)
             }
             AdminCall::Bootstrap { tablet, members } => {

@@ -97,9 +97,10 @@ async fn start_nodes(root: &std::path::Path, n: usize) -> anyhow::Result<Vec<Arc
             listen: "127.0.0.1:0".parse()?,
             advertise: None,
             join: joined.clone(),
-            clock: crate::node_cmd::clock(&[], 1.0).await?.0,
+            clock: crate::node_cmd::clock(&[], 1.0, None).await?.0,
             node: NodeConfig::default(),
             txn: TxnConfig::default(),
+            faults: None,
         };
         let server = Server::start(config).await?;
         joined.push(server.address().to_string());

@@ -10,4 +10,4 @@ pub mod placement;
 pub mod server;
 pub mod status;
 
-pub use server::{Running, Server, ServerConfig};
+pub use server::{Faults, Running, Server, ServerConfig};

@@ -89,6 +89,17 @@ pub enum AdminCall {
         /// Its members and their addresses.
         members: BTreeMap<NodeId, String>,
     },
+    /// Fault injection (nodes started with `--allow-faults` only).
+    Fault(Fault),
+}
+
+/// A fault the nemesis injects into one node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Fault {
+    /// Drop this node's outgoing traffic to exactly these addresses (empty heals).
+    Partition(Vec<String>),
+    /// Shift this node's clock by this many nanoseconds (replacing any earlier shift).
+    ClockOffset(i64),
 }
 
 /// The answer to an [`AdminCall`].

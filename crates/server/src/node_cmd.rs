@@ -9,10 +9,11 @@ use anyhow::Context;
 use proto::v1::meridian_client::MeridianClient;
 use proto::v1::{Empty, InitRequest, StatusReply};
 use server::membership::to_url;
-use server::{Server, ServerConfig};
+use server::{Faults, Server, ServerConfig};
 use tablet::NodeConfig;
 use timemaster::{ClockSyncer, TimeMasters};
-use truetime::{Clock, FixedEpsilonClock, SyncConfig, SyncedClock, SystemOscillator};
+use truetime::fault::{OffsetClock, OffsetOscillator, SharedOffset};
+use truetime::{Clock, FixedEpsilonClock, Oscillator, SyncConfig, SyncedClock, SystemOscillator};
 use txn::TxnConfig;
 
 /// Options of `meridian start`.
@@ -38,12 +39,30 @@ pub struct StartArgs {
     /// cover the clock's real error (keep NTP running): external consistency depends on it.
     #[arg(long, default_value_t = 1.0)]
     pub epsilon_ms: f64,
+    /// Accept fault injection (partitions, clock shifts) from a nemesis. Never in production.
+    #[arg(long)]
+    pub allow_faults: bool,
+    /// How often to sync with the time masters, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub sync_interval_ms: u64,
 }
 
-/// The node's clock, and the task keeping it synced if it uses time masters.
+/// The node's clock, and the task keeping it synced if it uses time masters. With
+/// `offset`, the clock can be shifted at run time (fault injection): the oscillator of a
+/// synced clock, the output of a fixed-ε one.
 pub async fn clock(
     time_masters: &[String],
     epsilon_ms: f64,
+    offset: Option<SharedOffset>,
+) -> anyhow::Result<(Arc<dyn Clock>, Option<ClockSyncer>)> {
+    clock_syncing_every(time_masters, epsilon_ms, offset, Duration::from_secs(5)).await
+}
+
+async fn clock_syncing_every(
+    time_masters: &[String],
+    epsilon_ms: f64,
+    offset: Option<SharedOffset>,
+    sync_every: Duration,
 ) -> anyhow::Result<(Arc<dyn Clock>, Option<ClockSyncer>)> {
     if time_masters.is_empty() {
         anyhow::ensure!(
@@ -51,21 +70,36 @@ pub async fn clock(
             "--epsilon-ms must be a non-negative number"
         );
         let epsilon = Duration::from_secs_f64(epsilon_ms / 1000.0);
-        return Ok((Arc::new(FixedEpsilonClock::new(epsilon)), None));
+        let fixed: Arc<dyn Clock> = Arc::new(FixedEpsilonClock::new(epsilon));
+        return Ok(match offset {
+            Some(offset) => (Arc::new(OffsetClock::new(fixed, offset)), None),
+            None => (fixed, None),
+        });
     }
-    let clock = SyncedClock::new(Arc::new(SystemOscillator::new()), SyncConfig::default());
+    let mut oscillator: Arc<dyn Oscillator> = Arc::new(SystemOscillator::new());
+    if let Some(offset) = offset {
+        oscillator = Arc::new(OffsetOscillator::new(oscillator, offset));
+    }
+    let clock = SyncedClock::new(oscillator, SyncConfig::default());
     let masters = TimeMasters::new(time_masters, Duration::from_secs(2))?;
     masters
         .sync(&clock)
         .await
         .context("the first sync with the time masters failed")?;
-    let syncer = ClockSyncer::spawn(clock.clone(), masters, Duration::from_secs(5));
+    let syncer = ClockSyncer::spawn(clock.clone(), masters, sync_every);
     Ok((Arc::new(clock), Some(syncer)))
 }
 
 /// `meridian start`: runs one node until Ctrl-C or SIGTERM.
 pub async fn start(args: StartArgs) -> anyhow::Result<()> {
-    let (clock, syncer) = clock(&args.time_masters, args.epsilon_ms).await?;
+    let faults = args.allow_faults.then(Faults::default);
+    let (clock, syncer) = clock_syncing_every(
+        &args.time_masters,
+        args.epsilon_ms,
+        faults.as_ref().map(|f| Arc::clone(&f.clock_offset)),
+        Duration::from_millis(args.sync_interval_ms.max(10)),
+    )
+    .await?;
     let config = ServerConfig {
         data_dir: args.data_dir.clone(),
         listen: args.listen,
@@ -74,6 +108,7 @@ pub async fn start(args: StartArgs) -> anyhow::Result<()> {
         clock,
         node: NodeConfig::default(),
         txn: TxnConfig::default(),
+        faults,
     };
     let server = Server::start(config).await?;
     match server.running() {

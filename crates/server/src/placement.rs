@@ -14,7 +14,7 @@ use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 use storage::KeyRange;
 use tablet::{NodeId, TabletId};
-use transport::RemotePeer;
+use transport::{Firewall, RemotePeer};
 use txn::{Directory, Peer, ReadBound, ReplicaChoice, TxnClient, TxnService};
 
 use crate::membership::{META_TABLET, Membership};
@@ -65,11 +65,12 @@ pub struct ClusterDirectory {
     remotes: Mutex<HashMap<NodeId, Arc<dyn Peer>>>,
     snapshot: RwLock<Snapshot>,
     wake: Arc<tokio::sync::Notify>,
+    firewall: Arc<Firewall>,
 }
 
 impl ClusterDirectory {
-    /// A directory knowing only the meta tablet.
-    pub fn new(membership: Membership) -> Arc<Self> {
+    /// A directory knowing only the meta tablet; calls to other nodes pass `firewall`.
+    pub fn new(membership: Membership, firewall: Arc<Firewall>) -> Arc<Self> {
         let meta = RangeInfo {
             tablet: META_TABLET,
             start: Vec::new(),
@@ -87,6 +88,7 @@ impl ClusterDirectory {
             remotes: Mutex::new(HashMap::new()),
             snapshot: RwLock::new(snapshot),
             wake: Arc::new(tokio::sync::Notify::new()),
+            firewall,
         })
     }
 
@@ -143,7 +145,8 @@ impl ClusterDirectory {
             return Some(Arc::clone(peer));
         }
         let address = self.membership.nodes.get(&node)?;
-        let peer: Arc<dyn Peer> = Arc::new(RemotePeer::new(node, address).ok()?);
+        let peer: Arc<dyn Peer> =
+            Arc::new(RemotePeer::with_firewall(node, address, Arc::clone(&self.firewall)).ok()?);
         remotes.insert(node, Arc::clone(&peer));
         Some(peer)
     }

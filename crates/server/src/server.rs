@@ -43,6 +43,18 @@ pub struct ServerConfig {
     pub node: NodeConfig,
     /// Transactions.
     pub txn: TxnConfig,
+    /// Fault injection for the nemesis (`--allow-faults`); `None` refuses fault calls.
+    pub faults: Option<Faults>,
+}
+
+/// The levers a nemesis may pull on a node started with `--allow-faults`.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Addresses this node drops its Raft and transaction traffic to.
+    pub firewall: Arc<transport::Firewall>,
+    /// Added to this node's clock (to its oscillator when it syncs with time masters, so a
+    /// shift beyond ε is noticed and fences the node).
+    pub clock_offset: truetime::fault::SharedOffset,
 }
 
 /// A node that has joined its cluster.
@@ -168,7 +180,12 @@ impl Server {
 
     async fn open(&self, membership: Membership) -> anyhow::Result<Arc<Running>> {
         let config = &self.config;
-        let transport = GrpcTransport::new(Duration::from_secs(2));
+        let firewall = config
+            .faults
+            .as_ref()
+            .map(|f| Arc::clone(&f.firewall))
+            .unwrap_or_default();
+        let transport = GrpcTransport::with_firewall(Duration::from_secs(2), Arc::clone(&firewall));
         let node = Node::open(
             membership.node,
             &config.data_dir.join("db"),
@@ -180,7 +197,7 @@ impl Server {
         if membership.meta_replicas.contains(&membership.node) {
             node.create_tablet(META_TABLET).await?;
         }
-        let directory = ClusterDirectory::new(membership.clone());
+        let directory = ClusterDirectory::new(membership.clone(), firewall);
         let weak: std::sync::Weak<dyn txn::Directory> =
             Arc::downgrade(&(Arc::clone(&directory) as Arc<dyn txn::Directory>));
         let service = TxnService::start(

@@ -5,8 +5,10 @@
 //! Failures map onto what Raft needs to know: a peer that cannot be reached (or times out) is
 //! `Unreachable`, so Raft backs off; a peer that answered with an error refused the request.
 
+mod firewall;
 mod peer;
 
+pub use firewall::Firewall;
 pub use peer::{PeerService, PeerSlot, RemotePeer};
 
 use std::collections::HashMap;
@@ -32,14 +34,21 @@ pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
 pub struct GrpcTransport {
     timeout: Duration,
     clients: Mutex<HashMap<String, RaftTransportClient<Channel>>>,
+    firewall: Arc<Firewall>,
 }
 
 impl GrpcTransport {
     /// A transport whose calls give up after `timeout`.
     pub fn new(timeout: Duration) -> Arc<Self> {
+        Self::with_firewall(timeout, Arc::default())
+    }
+
+    /// A transport that drops messages to the addresses `firewall` blocks (fault injection).
+    pub fn with_firewall(timeout: Duration, firewall: Arc<Firewall>) -> Arc<Self> {
         Arc::new(GrpcTransport {
             timeout,
             clients: Mutex::new(HashMap::new()),
+            firewall,
         })
     }
 
@@ -75,7 +84,14 @@ impl Transport for GrpcTransport {
         address: &str,
         rpc: RaftRpc,
     ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>> {
-        let client = self.client(target, address);
+        let client = if self.firewall.is_blocked(address) {
+            Err(TransportError::Unreachable {
+                node: target,
+                reason: "partitioned (fault injection)".into(),
+            })
+        } else {
+            self.client(target, address)
+        };
         Box::pin(async move {
             let mut client = client?;
             let message = RaftMessage {

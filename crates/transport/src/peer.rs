@@ -25,7 +25,7 @@ use tonic::{Request, Response, Status};
 use truetime::Timestamp;
 use txn::{Participant, Peer, PeerFuture, ReplicaState, Rows, TxnError};
 
-use crate::MAX_MESSAGE_BYTES;
+use crate::{Firewall, MAX_MESSAGE_BYTES};
 
 /// One `txn::Peer` call on the wire.
 #[derive(Debug, Serialize, Deserialize)]
@@ -136,7 +136,9 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Status> {
 #[derive(Debug, Clone)]
 pub struct RemotePeer {
     node: NodeId,
+    address: String,
     client: TxnPeerClient<Channel>,
+    firewall: Arc<Firewall>,
 }
 
 /// Longest a call may take: a commit waits for locks (bounded by the lock-wait limit), two
@@ -146,6 +148,15 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 impl RemotePeer {
     /// A peer for `node` at `address` (`http://host:port`), connecting lazily.
     pub fn new(node: NodeId, address: &str) -> Result<Self, TxnError> {
+        Self::with_firewall(node, address, Arc::default())
+    }
+
+    /// [`RemotePeer::new`], dropping calls while `firewall` blocks `address` (fault injection).
+    pub fn with_firewall(
+        node: NodeId,
+        address: &str,
+        firewall: Arc<Firewall>,
+    ) -> Result<Self, TxnError> {
         let endpoint = Endpoint::from_shared(address.to_string())
             .map_err(|e| TxnError::Failed(format!("bad address {address:?}: {e}")))?
             .connect_timeout(Duration::from_secs(2))
@@ -154,11 +165,23 @@ impl RemotePeer {
         let client = TxnPeerClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(RemotePeer { node, client })
+        Ok(RemotePeer {
+            node,
+            address: address.to_string(),
+            client,
+            firewall,
+        })
     }
 
     /// Sends `call`; a transport failure becomes `lost(reason)`.
     async fn send(&self, call: Call, lost: fn(String) -> TxnError) -> Reply {
+        if self.firewall.is_blocked(&self.address) {
+            // Never sent: safe to call unavailable, whatever the call.
+            return Err(TxnError::Unavailable(format!(
+                "{}: partitioned (fault injection)",
+                self.node
+            )));
+        }
         let payload = postcard::to_stdvec(&call)
             .map_err(|e| TxnError::Failed(format!("encoding a peer call: {e}")))?;
         let mut client = self.client.clone();

@@ -65,6 +65,7 @@
 //! - [`TestClock`]: a shared [`ReferenceTime`] with per-node injected offset and drift.
 
 mod clock;
+pub mod fault;
 mod fixed;
 mod interval;
 mod physical;
