@@ -3,9 +3,10 @@
 //!
 //! The run first reads the bank strongly: its balances give the accounts and the total every
 //! later read must sum to (or `expect_total`, when given). Stale reads read at `now −
-//! staleness`, which may be before the bank was loaded; so before starting, the run waits
-//! until a stale read's timestamp is at or after that first strong read (at most
-//! `staleness`, and only right after `init`). Then every stale read sees the whole bank.
+//! staleness`, which may be before the bank was loaded (or before a `--reset`); so before
+//! starting, the run waits until a stale read sees every account holding the total, or reads
+//! at or after that first strong read (at most `staleness`, and only right after `init`).
+//! Rows are never deleted, so every later stale read sees the whole bank.
 //!
 //! Each task runs on its own [`Client`], the first address rotated per task so coordinators
 //! spread over the nodes, with its own RNG seeded from the run's seed and the task's index:
@@ -166,7 +167,8 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<Report> {
         None => None,
     };
     if options.reads_stale() {
-        wait_for_stale_reads(&control, options.staleness, first_read_ts).await?;
+        let accounts = ids.len();
+        wait_for_stale_reads(&control, options.staleness, first_read_ts, accounts, total).await?;
     }
 
     let shared = Arc::new(Shared {
@@ -254,27 +256,32 @@ async fn first_read(client: &Client) -> anyhow::Result<(Vec<i64>, Vec<i64>, Opti
     }
 }
 
-/// Waits until a read `staleness` in the past reads at or after `loaded_ts`, when the whole
-/// bank was there.
+/// Waits until reads `staleness` in the past see the whole bank: at once if it has been
+/// there that long (a stale read sees every account, holding `total`), else until stale reads
+/// read at or after `loaded_ts`, when it was there (at most `staleness`).
 async fn wait_for_stale_reads(
     client: &Client,
     staleness: Duration,
     loaded_ts: Option<u64>,
+    accounts: usize,
+    total: i64,
 ) -> anyhow::Result<()> {
-    let Some(loaded_ts) = loaded_ts else {
-        // No timestamp to compare with: wait out the staleness itself.
-        tokio::time::sleep(staleness).await;
-        return Ok(());
-    };
     let deadline = Instant::now() + staleness + Duration::from_secs(10);
     loop {
-        let wait = match read_balances(client, TimestampBound::ExactStaleness(staleness)).await {
-            Ok((_, Some(read_ts))) if read_ts >= loaded_ts => return Ok(()),
-            Ok((_, Some(read_ts))) => Duration::from_nanos(loaded_ts - read_ts),
-            Ok((_, None)) => anyhow::bail!("a stale read returned no read timestamp"),
+        let read = read_balances(client, TimestampBound::ExactStaleness(staleness)).await;
+        let wait = match (read, loaded_ts) {
+            (Ok((balances, _)), _)
+                if balances.len() == accounts && balances.iter().sum::<i64>() == total =>
+            {
+                return Ok(());
+            }
+            (Ok((_, Some(read_ts))), Some(loaded_ts)) if read_ts >= loaded_ts => return Ok(()),
+            (Ok((_, Some(read_ts))), Some(loaded_ts)) => Duration::from_nanos(loaded_ts - read_ts),
+            // No timestamps to compare: wait out the staleness itself.
+            (Ok(_), _) => staleness,
             // The table did not exist yet at that time.
-            Err(e) if is_missing_table(&e) => Duration::from_millis(100),
-            Err(e) => return Err(e).context("a stale read of the bank"),
+            (Err(e), _) if is_missing_table(&e) => Duration::from_millis(100),
+            (Err(e), _) => return Err(e).context("a stale read of the bank"),
         };
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -481,7 +488,7 @@ impl Progress {
                 u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
                 "{elapsed:>4} [{wide_bar}] {msg}",
             ),
-            Stop::Transfers(n) => (n, "{elapsed:>4} [{wide_bar}] {pos}/{len} {msg}"),
+            Stop::Transfers(n) => (n, "{elapsed:>4} [{wide_bar}] {pos}/{len} transfers, {msg}"),
         };
         let bar = if shared.options.progress {
             ProgressBar::with_draw_target(Some(length), ProgressDrawTarget::stdout())
@@ -508,16 +515,18 @@ async fn tick(bar: ProgressBar, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
         let transfers = shared.done_transfers.load(Ordering::Relaxed);
         let reads = shared.done_reads.load(Ordering::Relaxed);
         let failed = shared.failed.load(Ordering::Relaxed);
-        let position = match shared.options.stop {
+        let counts = format!("reads {reads}, failed {failed}");
+        match shared.options.stop {
             Stop::After(_) => {
-                u64::try_from(shared.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+                let elapsed_ms = shared.started.elapsed().as_millis();
+                bar.set_position(u64::try_from(elapsed_ms).unwrap_or(u64::MAX));
+                bar.set_message(format!("transfers {transfers}, {counts}"));
             }
-            Stop::Transfers(_) => transfers,
-        };
-        bar.set_position(position);
-        bar.set_message(format!(
-            "transfers {transfers}, reads {reads}, failed {failed}"
-        ));
+            Stop::Transfers(_) => {
+                bar.set_position(transfers);
+                bar.set_message(counts);
+            }
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
