@@ -434,7 +434,8 @@ async fn read(
     match result {
         Ok((balances, read_ts)) => {
             stats.record_ok(ended - started, 1);
-            let what = format!("{} by client {index} at read_ts {read_ts:?}", kind.as_str());
+            let at = read_ts.map_or_else(|| "?".to_string(), |ts| ts.to_string());
+            let what = format!("{} by client {index} at read_ts {at}", kind.as_str());
             outcome.verdict.check_read(&balances, &what);
             entry.read_ts = read_ts;
             entry.balances = Some(balances);
