@@ -5,6 +5,8 @@
 //!   cluster, once;
 //! - `meridian sql`: the SQL shell against any node (`-e` and stdin for scripts);
 //! - `meridian node status`, `meridian tablets`: the members and the tablets;
+//! - `meridian workload bank init|run`: a checked load (transfers and reads; see the
+//!   `workload` crate);
 //! - `meridian time-master`: a TrueTime time master;
 //! - `meridian tour`: a walk through the layers (TrueTime, MVCC, Raft, 2PC) one by one.
 
@@ -79,6 +81,11 @@ enum Command {
     },
     /// A walk through the layers one by one: TrueTime sync, MVCC, Raft, 2PC, failover.
     Tour(tour::TourArgs),
+    /// Load a workload's data, or run it against a cluster and check what it read.
+    Workload {
+        #[command(subcommand)]
+        command: workload::cli::WorkloadCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +141,7 @@ async fn run(command: Command) -> anyhow::Result<i32> {
             TimeMaster::new(clock).serve(listener, shutdown).await?;
         }
         Command::Tour(args) => tour::run(args).await?,
+        Command::Workload { command } => return workload::cli::run(command).await,
     }
     Ok(0)
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tablet::{Node, NodeConfig, RaftRpc, RpcHandler};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use transport::{GrpcTransport, PeerService, PeerSlot, RaftService};
 use truetime::Clock;
 use txn::{Peer, TxnClient, TxnConfig, TxnService};
@@ -133,8 +133,11 @@ impl Server {
             let shutdown = async {
                 let _ = stopped.await;
             };
+            // Replies are small writes (headers, data, trailers): without TCP_NODELAY, Nagle
+            // holds the later ones until the client's delayed ACK, ~40 ms per request.
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
             if let Err(e) = router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
             {
                 tracing::error!(error = %e, "the gRPC server stopped");
