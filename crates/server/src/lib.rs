@@ -6,6 +6,7 @@ pub mod admin;
 pub mod api;
 pub mod backend;
 pub mod membership;
+pub mod nemesis;
 pub mod placement;
 pub mod server;
 pub mod status;

@@ -13,6 +13,7 @@
 #![allow(clippy::print_stdout)] // a command-line tool talks on stdout
 
 mod demo;
+mod nemesis_cmd;
 mod node_cmd;
 mod tour;
 mod tour_tablets;
@@ -81,6 +82,9 @@ enum Command {
     },
     /// A walk through the layers one by one: TrueTime sync, MVCC, Raft, 2PC, failover.
     Tour(tour::TourArgs),
+    /// The bank workload on a cluster of processes under a seeded nemesis (kills, pauses,
+    /// partitions, clock skew); exits 1 on any violation.
+    Nemesis(nemesis_cmd::NemesisArgs),
     /// Load a workload's data, or run it against a cluster and check what it read.
     Workload {
         #[command(subcommand)]
@@ -142,6 +146,7 @@ async fn run(command: Command) -> anyhow::Result<i32> {
         }
         Command::Tour(args) => tour::run(args).await?,
         Command::Workload { command } => return workload::cli::run(command).await,
+        Command::Nemesis(args) => return nemesis_cmd::run(args).await,
     }
     Ok(0)
 }

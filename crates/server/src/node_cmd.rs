@@ -81,11 +81,24 @@ async fn clock_syncing_every(
         oscillator = Arc::new(OffsetOscillator::new(oscillator, offset));
     }
     let clock = SyncedClock::new(oscillator, SyncConfig::default());
-    let masters = TimeMasters::new(time_masters, Duration::from_secs(2))?;
-    masters
-        .sync(&clock)
-        .await
-        .context("the first sync with the time masters failed")?;
+    let urls: Vec<String> = time_masters.iter().map(|a| to_url(a)).collect();
+    let masters = TimeMasters::new(&urls, Duration::from_secs(2))?;
+    // The masters may be starting too: keep trying for a while before giving up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match masters.sync(&clock).await {
+            Ok(_) => break,
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "the first sync with the time masters failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                return Err(
+                    anyhow::Error::new(e).context("the first sync with the time masters failed")
+                );
+            }
+        }
+    }
     let syncer = ClockSyncer::spawn(clock.clone(), masters, sync_every);
     Ok((Arc::new(clock), Some(syncer)))
 }
