@@ -1006,6 +1006,20 @@ async fn a_node_with_a_fenced_clock_assigns_no_timestamps_and_serves_no_reads() 
         "a fenced leader assigned a timestamp: {write:?}"
     );
 
+    // It hands its leaderships over, so its tablets serve again while it stays fenced.
+    wait_for("another leader of t1", Duration::from_secs(20), || async {
+        let leader = cluster.directory.leader_service(TabletId(1))?;
+        (leader.node_id() != fenced).then_some(())
+    })
+    .await
+    .unwrap();
+    let healthy = [NodeId(1), NodeId(2), NodeId(3)]
+        .into_iter()
+        .find(|n| *n != fenced)
+        .unwrap();
+    let other_client = cluster.client(healthy, 5);
+    transfer(&other_client, 0, 1, 1).await.unwrap();
+
     // Lifted, it serves again.
     cluster.cluster.clock(fenced).set_fenced(false);
     let read = txn::Peer::snapshot_read(

@@ -981,6 +981,9 @@ impl TxnService {
     /// One pass of recovery: resolves prepared transactions that waited too long for their
     /// outcome, and aborts unprepared transactions whose client went quiet.
     async fn recover(self: &Arc<Self>) {
+        if let Err(truetime::ClockError::Fenced { reason }) = self.clock.now() {
+            self.hand_over_leaderships(&reason).await;
+        }
         for tablet in self.node.tablets() {
             if tablet.is_leader() {
                 self.resolve_in_doubt(&tablet).await;
@@ -1001,6 +1004,25 @@ impl TxnService {
             self.abort(txn).await;
         }
         lock(&self.aborted).retain(|_, (_, at)| at.elapsed() < ABORTED_RETENTION);
+    }
+
+    /// While this node's clock is fenced it can assign no timestamps, so every tablet it
+    /// leads would stall: hand each to another replica (Raft's leadership transfer; the
+    /// new leader inherits the floor and the prepared transactions).
+    async fn hand_over_leaderships(&self, reason: &str) {
+        for tablet in self.node.tablets() {
+            if !tablet.is_leader() {
+                continue;
+            }
+            let me = self.node.id();
+            let Some(to) = tablet.metrics().voters.into_iter().find(|v| *v != me) else {
+                continue;
+            };
+            tracing::warn!(tablet_id = %tablet.id(), to = %to, %reason, "clock fenced: handing leadership over");
+            if let Err(e) = tablet.transfer_leadership(to).await {
+                tracing::debug!(tablet_id = %tablet.id(), error = %e, "leadership transfer failed");
+            }
+        }
     }
 
     async fn resolve_in_doubt(self: &Arc<Self>, tablet: &Arc<Tablet>) {
