@@ -24,6 +24,9 @@ pub struct NemesisArgs {
     /// Accounts in the bank (1000 each).
     #[arg(long, default_value_t = 20)]
     accounts: u64,
+    /// Clients running list-append transactions (checked for strict serializability).
+    #[arg(long, default_value_t = 4)]
+    list_append_clients: usize,
     /// Faults to draw from, comma-separated.
     #[arg(
         long,
@@ -74,9 +77,13 @@ pub async fn run(args: NemesisArgs) -> anyhow::Result<i32> {
         accounts: args.accounts,
         faults: args.faults,
         history: history.clone(),
+        list_append_clients: args.list_append_clients,
     };
     let outcome = server::nemesis::run(&options).await?;
     println!("{}", outcome.report.render());
+    if let Some(list_append) = &outcome.list_append {
+        println!("{}", list_append.render());
+    }
     println!(
         "{} faults injected (listed in {}.nemesis.jsonl); history in {}",
         outcome.faults.len(),

@@ -13,4 +13,5 @@ pub mod bank;
 pub mod cli;
 pub mod duration;
 pub mod history;
+pub mod list_append;
 pub mod report;

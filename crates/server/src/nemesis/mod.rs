@@ -4,7 +4,9 @@
 //! within ε (strobe) and beyond it (the node must notice and fence itself).
 //!
 //! Every read is checked as it completes; after the nemesis stops and the cluster heals, a
-//! final strong read must hold the total. The history of operations goes to a JSON-lines
+//! final strong read must hold the total. Alongside, list-append transactions (Elle's
+//! workload) run on the same cluster and their history goes to the strict-serializability
+//! checker. The history of operations goes to a JSON-lines
 //! file, the faults to `<history>.nemesis.jsonl`. The run fails (exit 1) on any violation.
 
 mod faults;
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use workload::bank::{self, InitOptions, ReadPath, RunOptions, Stop};
+use workload::list_append::{self, ListAppendOptions, ListAppendReport};
 
 pub use faults::{Fault, FaultKind, Schedule};
 pub use procs::ProcessCluster;
@@ -41,6 +44,8 @@ pub struct NemesisOptions {
     pub faults: Vec<FaultKind>,
     /// The operations' history (the faults go next to it).
     pub history: PathBuf,
+    /// Clients running list-append transactions alongside the bank (0: none).
+    pub list_append_clients: usize,
 }
 
 /// What a run found.
@@ -50,6 +55,8 @@ pub struct NemesisOutcome {
     pub report: workload::report::Report,
     /// The faults injected, in order.
     pub faults: Vec<Fault>,
+    /// The list-append run and its checker's findings, if one ran.
+    pub list_append: Option<ListAppendReport>,
     /// Violations, including a final read that did not hold the total.
     pub violations: u64,
 }
@@ -77,15 +84,36 @@ pub async fn run(options: &NemesisOptions) -> anyhow::Result<NemesisOutcome> {
     run.history = Some(options.history.clone());
     run.expect_total = Some(total);
     let workload = tokio::spawn(async move { bank::run(&run).await });
+    let appends = if options.list_append_clients > 0 {
+        list_append::init(&urls).await?;
+        let run = ListAppendOptions {
+            urls: urls.clone(),
+            clients: options.list_append_clients,
+            duration: options.duration,
+            keys: 8,
+            max_ops: 4,
+            read_only_ratio: 0.25,
+            seed: options.seed,
+        };
+        Some(tokio::spawn(async move { list_append::run(&run).await }))
+    } else {
+        None
+    };
 
     let faults = nemesis(&mut cluster, options).await?;
     let report = workload.await.context("the workload panicked")??;
+    let list_append = match appends {
+        Some(task) => Some(task.await.context("the list-append workload panicked")??),
+        None => None,
+    };
     cluster.heal().await?;
     let final_ok = final_total(&urls, total).await?;
-    let violations = report.verdict.violations() + u64::from(!final_ok);
+    let anomalies = list_append.as_ref().map_or(0, |r| r.anomalies.len() as u64);
+    let violations = report.verdict.violations() + u64::from(!final_ok) + anomalies;
     Ok(NemesisOutcome {
         report,
         faults,
+        list_append,
         violations,
     })
 }

@@ -1,0 +1,68 @@
+//! The short nemesis run CI makes: the bank workload on three `meridian` processes while a
+//! seeded nemesis kills, freezes, partitions and skews them. No read may break the bank's
+//! invariant, and after healing the total must be intact. The long run is one command
+//! (`meridian nemesis --duration 10m`, see docs/BENCHMARKS.md).
+//!
+//! `MERIDIAN_SEED` replays a run; `MERIDIAN_NEMESIS_SECS` changes its length.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use server::nemesis::{FaultKind, NemesisOptions};
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|s| s.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_seeded_nemesis_run_finds_no_violation() {
+    let seed = env_u64("MERIDIAN_SEED").unwrap_or(20_261_121);
+    let seconds = env_u64("MERIDIAN_NEMESIS_SECS").unwrap_or(60);
+    eprintln!("nemesis: MERIDIAN_SEED={seed} MERIDIAN_NEMESIS_SECS={seconds}");
+    let dir = tempfile::tempdir().unwrap();
+    let options = NemesisOptions {
+        binary: PathBuf::from(env!("CARGO_BIN_EXE_meridian")),
+        dir: dir.path().to_path_buf(),
+        nodes: 3,
+        seed,
+        duration: Duration::from_secs(seconds),
+        clients: 4,
+        accounts: 10,
+        faults: vec![
+            FaultKind::Kill,
+            FaultKind::Pause,
+            FaultKind::Partition,
+            FaultKind::Skew,
+            FaultKind::SkewBeyond,
+        ],
+        history: dir.path().join("history.jsonl"),
+        list_append_clients: 2,
+    };
+    let run = tokio::time::timeout(
+        Duration::from_secs(seconds + 180),
+        server::nemesis::run(&options),
+    )
+    .await
+    .expect("the run finished in time")
+    .unwrap();
+    let mut report = run.report.render();
+    if let Some(list_append) = &run.list_append {
+        report.push_str(&list_append.render());
+        assert!(
+            list_append.committed > 0,
+            "no list-append transaction committed:\n{report}"
+        );
+    }
+    assert_eq!(run.violations, 0, "violations under the nemesis:\n{report}");
+    assert!(
+        run.faults.len() >= 3,
+        "the nemesis injected only {:?}",
+        run.faults
+    );
+    let transfers = run.report.kind(workload::report::OpKind::Transfer).count();
+    assert!(transfers > 0, "no transfer completed:\n{report}");
+    let history = std::fs::read_to_string(&options.history).unwrap();
+    assert!(history.lines().count() as u64 >= transfers);
+}
