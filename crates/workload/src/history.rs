@@ -45,6 +45,8 @@ pub struct Entry {
 /// What a transfer tried and, when it committed, did.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct TransferDetail {
+    /// The transfer's id, its key in the transfer log.
+    pub id: i64,
     /// The account debited.
     pub from: i64,
     /// The account credited.

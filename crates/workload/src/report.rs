@@ -187,6 +187,11 @@ pub struct Verdict {
     pub negative_balances: u64,
     /// The total of the strong read after the run, if it succeeded.
     pub final_total: Option<i64>,
+    /// Acknowledged transfers missing from the transfer log after the run (lost commits).
+    pub lost_transfers: u64,
+    /// Indeterminate transfers found applied in the log after the run (the rest were not;
+    /// none can be applied twice: the log's key is the transfer's id).
+    pub indeterminate_applied: u64,
     /// The first few violations, described.
     pub examples: Vec<String>,
 }
@@ -233,7 +238,7 @@ impl Verdict {
     /// the initial one (or is missing).
     pub fn violations(&self) -> u64 {
         let final_wrong = self.final_total != Some(self.initial_total);
-        self.wrong_totals + self.negative_balances + u64::from(final_wrong)
+        self.wrong_totals + self.negative_balances + u64::from(final_wrong) + self.lost_transfers
     }
 }
 
@@ -349,8 +354,14 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "transfers that ended indeterminate: {} (each applied whole or not at all)",
-            self.transfers_indeterminate()
+            "transfers that ended indeterminate: {} (each applied whole or not at all; {} applied)",
+            self.transfers_indeterminate(),
+            v.indeterminate_applied
+        );
+        let _ = writeln!(
+            out,
+            "acknowledged transfers missing from the transfer log: {}",
+            v.lost_transfers
         );
         for example in &v.examples {
             let _ = writeln!(out, "  violation: {example}");

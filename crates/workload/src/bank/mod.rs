@@ -22,6 +22,11 @@ pub use run::{ReadPath, RunOptions, Stop, run};
 pub const SCHEMA: &str =
     "CREATE TABLE IF NOT EXISTS bank (id INT64 PRIMARY KEY, balance INT64 NOT NULL)";
 
+/// The transfer log: every transfer inserts its id here in its own transaction, so after a
+/// run every acknowledged transfer must be found, and an indeterminate one at most once.
+pub const LOG_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS bank_log \
+    (id INT64 PRIMARY KEY, from_id INT64 NOT NULL, to_id INT64 NOT NULL, moved INT64 NOT NULL)";
+
 /// Rows per INSERT statement when loading.
 const LOAD_BATCH_ROWS: u64 = 100;
 
@@ -71,11 +76,19 @@ pub async fn init(options: &InitOptions) -> anyhow::Result<Initialized> {
             .sql("DROP TABLE IF EXISTS bank", &[])
             .await
             .context("dropping the bank table")?;
+        client
+            .sql("DROP TABLE IF EXISTS bank_log", &[])
+            .await
+            .context("dropping the transfer log")?;
     }
     client
         .sql(SCHEMA, &[])
         .await
         .context("creating the bank table")?;
+    client
+        .sql(LOG_SCHEMA, &[])
+        .await
+        .context("creating the transfer log")?;
     let (count, sum) = count_and_total(&client).await?;
     if count == options.accounts && sum == options.total {
         return Ok(Initialized::AlreadyThere);

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use client::{Client, ClientOptions, Committed, TimestampBound, params};
+use client::{Client, ClientOptions, Code, Committed, TimestampBound, params};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -140,6 +140,10 @@ impl Shared {
 struct TaskOutcome {
     stats: BTreeMap<OpKind, KindStats>,
     verdict: Verdict,
+    /// Ids of acknowledged transfers.
+    acknowledged: Vec<i64>,
+    /// Ids of transfers that ended indeterminate.
+    indeterminate: Vec<i64>,
 }
 
 /// Runs the bank workload against the cluster at `options.urls` and checks every read.
@@ -195,12 +199,15 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<Report> {
         )));
     }
     let mut stats: BTreeMap<OpKind, KindStats> = BTreeMap::new();
+    let (mut acknowledged, mut indeterminate) = (Vec::new(), Vec::new());
     for task in tasks {
         let outcome = task.await.context("a client task panicked")?;
         for (kind, kind_stats) in &outcome.stats {
             stats.entry(*kind).or_default().merge(kind_stats);
         }
         verdict.merge(&outcome.verdict);
+        acknowledged.extend(outcome.acknowledged);
+        indeterminate.extend(outcome.indeterminate);
     }
     let elapsed = shared.started.elapsed();
     progress.finish().await;
@@ -217,6 +224,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<Report> {
             .examples
             .push(format!("the final strong read failed: {e}")),
     }
+    check_log(&control, &acknowledged, &indeterminate, &mut verdict).await;
     Ok(Report {
         seed: options.seed,
         clients: options.clients,
@@ -224,6 +232,49 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<Report> {
         stats,
         verdict,
     })
+}
+
+/// After the run: every acknowledged transfer is in the transfer log (none was lost), and
+/// the indeterminate ones that were applied are counted.
+async fn check_log(
+    client: &Client,
+    acknowledged: &[i64],
+    indeterminate: &[i64],
+    verdict: &mut Verdict,
+) {
+    let logged = client
+        .read_only(TimestampBound::Strong, |tx| async move {
+            tx.query("SELECT id FROM bank_log", &[]).await
+        })
+        .await;
+    let logged: std::collections::HashSet<i64> = match logged {
+        Ok(rows) => rows
+            .iter()
+            .filter_map(|r| r.get(0).and_then(|v| v.as_i64()))
+            .collect(),
+        Err(e) => {
+            verdict.lost_transfers = acknowledged.len() as u64;
+            verdict
+                .examples
+                .push(format!("reading the transfer log failed: {e}"));
+            return;
+        }
+    };
+    let lost: Vec<i64> = acknowledged
+        .iter()
+        .copied()
+        .filter(|id| !logged.contains(id))
+        .collect();
+    verdict.lost_transfers = lost.len() as u64;
+    for id in lost.iter().take(Verdict::MAX_EXAMPLES) {
+        verdict.examples.push(format!(
+            "acknowledged transfer {id} is missing from the transfer log"
+        ));
+    }
+    verdict.indeterminate_applied = indeterminate
+        .iter()
+        .filter(|id| logged.contains(id))
+        .count() as u64;
 }
 
 /// The accounts' ids and balances, and the read's timestamp, read strongly.
@@ -355,6 +406,7 @@ async fn transfer(
     let to_index = (from_index + rng.random_range(1..n)) % n;
     let (from, to) = (shared.ids[from_index], shared.ids[to_index]);
     let amount = rng.random_range(1..=shared.options.max_transfer);
+    let id = rng.random::<i64>() & i64::MAX;
     let started = Instant::now();
     let result = client
         .read_write(|tx| async move {
@@ -366,6 +418,11 @@ async fn transfer(
                 tx.sql(update, &params![from_balance - moved, from]).await?;
                 tx.sql(update, &params![to_balance + moved, to]).await?;
             }
+            tx.sql(
+                "INSERT INTO bank_log (id, from_id, to_id, moved) VALUES ($1, $2, $3, $4)",
+                &params![id, from, to, moved],
+            )
+            .await?;
             Ok(moved)
         })
         .await;
@@ -373,6 +430,7 @@ async fn transfer(
     let stats = outcome.stats.entry(OpKind::Transfer).or_default();
     let mut entry = entry(OpKind::Transfer, index, shared, started, ended);
     let mut detail = TransferDetail {
+        id,
         from,
         to,
         amount,
@@ -389,8 +447,12 @@ async fn transfer(
             entry.commit_ts = Some(commit_ts);
             entry.attempts = Some(attempts);
             shared.done_transfers.fetch_add(1, Ordering::Relaxed);
+            outcome.acknowledged.push(id);
         }
         Err(e) => {
+            if e.code() == Code::Indeterminate {
+                outcome.indeterminate.push(id);
+            }
             stats.record_error(ErrorClass::of(e.code()));
             tracing::debug!(client = index, error = %e, "transfer failed");
             entry.result = e.code().to_string();
