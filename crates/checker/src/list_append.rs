@@ -247,18 +247,43 @@ fn dependency_graph(
             add_edge(&mut graph, txn.id, overwriter, Edge::ReadWrite);
         }
     }
+    add_real_time_edges(&mut graph, history);
+    graph
+}
+
+/// Ids at or above this are the virtual nodes of [`add_real_time_edges`], not transactions.
+const VIRTUAL: u64 = u64::MAX - (1 << 40);
+
+/// Real-time order (`a` acknowledged before `b` began) in O(n) edges rather than O(n²): a
+/// chain of virtual nodes, one per distinct end time in ascending order; each committed
+/// transaction points at the node of its end, and the node of the latest end before a
+/// transaction's start points at it. `a` then reaches `b` through the chain exactly when
+/// `a.end < b.start`, so every cycle of the full graph is a cycle here and vice versa.
+fn add_real_time_edges(graph: &mut Graph, history: &[Txn]) {
     let committed: Vec<&Txn> = history
         .iter()
         .filter(|t| t.outcome == Outcome::Committed)
         .collect();
-    for a in &committed {
-        for b in &committed {
-            if a.end < b.start {
-                add_edge(&mut graph, a.id, b.id, Edge::RealTime);
-            }
+    let ends: Vec<u64> = committed
+        .iter()
+        .map(|t| t.end)
+        .collect::<BTreeSet<u64>>()
+        .into_iter()
+        .collect();
+    let node = |i: usize| VIRTUAL + i as u64;
+    for i in 1..ends.len() {
+        add_edge(graph, node(i - 1), node(i), Edge::RealTime);
+    }
+    for t in &committed {
+        if let Ok(i) = ends.binary_search(&t.end) {
+            add_edge(graph, t.id, node(i), Edge::RealTime);
+        }
+        // The latest end strictly before this transaction began.
+        let before = ends.partition_point(|end| *end < t.start);
+        if before > 0 {
+            add_edge(graph, node(before - 1), t.id, Edge::RealTime);
         }
     }
-    graph
 }
 
 /// One cycle per strongly connected component with more than one transaction (Tarjan).
@@ -268,73 +293,75 @@ fn cycles(graph: &Graph) -> Vec<Anomaly> {
         .copied()
         .chain(graph.values().flat_map(|m| m.keys().copied()))
         .collect();
-    let mut tarjan = Tarjan {
-        graph,
-        index: HashMap::new(),
-        low: HashMap::new(),
-        stack: Vec::new(),
-        on_stack: BTreeSet::new(),
-        next: 0,
-        components: Vec::new(),
-    };
-    for node in &nodes {
-        if !tarjan.index.contains_key(node) {
-            tarjan.visit(*node);
-        }
-    }
-    tarjan
-        .components
+    strongly_connected(graph, &nodes)
         .into_iter()
-        .filter(|c| c.len() > 1)
+        .filter(|c| c.iter().filter(|n| **n < VIRTUAL).count() > 1)
         .filter_map(|c| cycle_in(graph, &c))
         .collect()
 }
 
-struct Tarjan<'g> {
-    graph: &'g Graph,
-    index: HashMap<u64, usize>,
-    low: HashMap<u64, usize>,
-    stack: Vec<u64>,
-    on_stack: BTreeSet<u64>,
-    next: usize,
-    components: Vec<BTreeSet<u64>>,
-}
-
-impl Tarjan<'_> {
-    /// Recursive Tarjan; depth is bounded by the number of transactions in a test history.
-    fn visit(&mut self, node: u64) {
-        self.index.insert(node, self.next);
-        self.low.insert(node, self.next);
-        self.next += 1;
-        self.stack.push(node);
-        self.on_stack.insert(node);
-        let successors: Vec<u64> = self
-            .graph
-            .get(&node)
+/// Tarjan's strongly connected components, iterative (histories and the real-time chain
+/// are far deeper than a thread's stack allows recursion).
+fn strongly_connected(graph: &Graph, nodes: &BTreeSet<u64>) -> Vec<BTreeSet<u64>> {
+    let successors = |n: u64| -> Vec<u64> {
+        graph
+            .get(&n)
             .map(|m| m.keys().copied().collect())
-            .unwrap_or_default();
-        for next in successors {
-            if !self.index.contains_key(&next) {
-                self.visit(next);
-                let low = self.low[&node].min(self.low[&next]);
-                self.low.insert(node, low);
-            } else if self.on_stack.contains(&next) {
-                let low = self.low[&node].min(self.index[&next]);
-                self.low.insert(node, low);
-            }
+            .unwrap_or_default()
+    };
+    let mut index: HashMap<u64, usize> = HashMap::new();
+    let mut low: HashMap<u64, usize> = HashMap::new();
+    let mut stack: Vec<u64> = Vec::new();
+    let mut on_stack: BTreeSet<u64> = BTreeSet::new();
+    let mut components = Vec::new();
+    let mut next = 0;
+    for &root in nodes {
+        if index.contains_key(&root) {
+            continue;
         }
-        if self.low[&node] == self.index[&node] {
-            let mut component = BTreeSet::new();
-            while let Some(member) = self.stack.pop() {
-                self.on_stack.remove(&member);
-                component.insert(member);
-                if member == node {
-                    break;
+        let mut work: Vec<(u64, Vec<u64>, usize)> = Vec::new();
+        index.insert(root, next);
+        low.insert(root, next);
+        next += 1;
+        stack.push(root);
+        on_stack.insert(root);
+        work.push((root, successors(root), 0));
+        while let Some((node, succs, pos)) = work.last_mut() {
+            let node = *node;
+            if let Some(&w) = succs.get(*pos) {
+                *pos += 1;
+                if let std::collections::hash_map::Entry::Vacant(fresh) = index.entry(w) {
+                    fresh.insert(next);
+                    low.insert(w, next);
+                    next += 1;
+                    stack.push(w);
+                    on_stack.insert(w);
+                    work.push((w, successors(w), 0));
+                } else if on_stack.contains(&w) {
+                    let l = low[&node].min(index[&w]);
+                    low.insert(node, l);
                 }
+                continue;
             }
-            self.components.push(component);
+            work.pop();
+            if let Some((parent, _, _)) = work.last() {
+                let l = low[parent].min(low[&node]);
+                low.insert(*parent, l);
+            }
+            if low[&node] == index[&node] {
+                let mut component = BTreeSet::new();
+                while let Some(member) = stack.pop() {
+                    on_stack.remove(&member);
+                    component.insert(member);
+                    if member == node {
+                        break;
+                    }
+                }
+                components.push(component);
+            }
         }
     }
+    components
 }
 
 /// A shortest cycle through the component's smallest transaction (breadth-first search).
@@ -358,6 +385,13 @@ fn cycle_in(graph: &Graph, component: &BTreeSet<u64>) -> Option<Anomaly> {
                 }
                 txns.reverse();
                 edges.reverse();
+                // Virtual real-time nodes are not transactions: keep the path's real ones,
+                // each with the edge it leaves by (into the chain: real time).
+                let (txns, edges): (Vec<u64>, Vec<Edge>) = txns
+                    .into_iter()
+                    .zip(edges)
+                    .filter(|(t, _)| *t < VIRTUAL)
+                    .unzip();
                 return Some(Anomaly {
                     kind: AnomalyKind::Cycle(edges),
                     txns,
