@@ -66,5 +66,26 @@ async fn a_bank_run_on_a_cluster_keeps_the_total() {
     assert_eq!(lines.lines().count() as u64, ops);
     let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
     assert!(first["kind"].is_string() && first["end_us"].as_u64() >= first["start_us"].as_u64());
+
+    // The follower read path: stale reads served by followers, checked the same way.
+    let follower = RunOptions {
+        stop: Stop::Transfers(40),
+        read_ratio: 0.5,
+        read_path: ReadPath::Follower,
+        history: None,
+        ..options.clone()
+    };
+    let report = bank::run(&follower).await.unwrap();
+    assert_eq!(
+        report.verdict.violations(),
+        0,
+        "{:?}",
+        report.verdict.examples
+    );
+    assert!(
+        report.kind(OpKind::ReadFollower).ok > 0,
+        "{}",
+        report.render()
+    );
     cluster.shutdown().await;
 }

@@ -35,6 +35,21 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     /// How [`Client::read_write`] and [`Client::read_only`] retry.
     pub retry: RetryPolicy,
+    /// Which replicas serve the sessions' read-only transactions.
+    pub read_replica: ReadReplica,
+}
+
+/// Which replicas serve a session's read-only transactions (read-write transactions always
+/// read at leaders, under locks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadReplica {
+    /// Whichever is closest to the node the session is on (its own replica first).
+    #[default]
+    Any,
+    /// The tablets' leaders.
+    Leader,
+    /// A follower where there is one: snapshot reads without a leader round trip.
+    Follower,
 }
 
 impl Default for ClientOptions {
@@ -43,6 +58,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
+            read_replica: ReadReplica::Any,
         }
     }
 }
@@ -167,7 +183,7 @@ impl Client {
         let mut last = None;
         for _ in 0..self.inner.endpoints.len() {
             let current = self.current();
-            match SessionCore::open(current.rpc).await {
+            match SessionCore::open(current.rpc, self.inner.options.read_replica).await {
                 Ok(core) => return Ok(core),
                 Err(e) if e.code() == Code::Unavailable => {
                     last = Some(e);

@@ -39,7 +39,7 @@ pub mod shell;
 mod txn;
 mod value;
 
-pub use client::{Client, ClientOptions, normalize_url};
+pub use client::{Client, ClientOptions, ReadReplica, normalize_url};
 pub use error::{Code, ERROR_CODE_KEY, Error, UnknownCode};
 pub use retry::RetryPolicy;
 pub use session::{Priority, Session, TimestampBound};

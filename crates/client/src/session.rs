@@ -90,8 +90,19 @@ pub(crate) struct Executed {
 }
 
 impl SessionCore {
-    pub(crate) async fn open(mut rpc: MeridianClient<Channel>) -> Result<SessionCore, Error> {
-        let reply = rpc.open_session(pb::OpenSessionRequest {}).await?;
+    pub(crate) async fn open(
+        mut rpc: MeridianClient<Channel>,
+        read_replica: crate::ReadReplica,
+    ) -> Result<SessionCore, Error> {
+        let read_replica = match read_replica {
+            crate::ReadReplica::Any => pb::ReadReplica::Any,
+            crate::ReadReplica::Leader => pb::ReadReplica::Leader,
+            crate::ReadReplica::Follower => pb::ReadReplica::Follower,
+        };
+        let request = pb::OpenSessionRequest {
+            read_replica: read_replica as i32,
+        };
+        let reply = rpc.open_session(request).await?;
         Ok(SessionCore {
             id: reply.into_inner().session_id,
             rpc,

@@ -38,6 +38,26 @@ pub struct Committed<T> {
     pub commit_ts: u64,
     /// How many attempts ran (1 when the first committed).
     pub attempts: u32,
+    /// Why each earlier attempt was retried: the error code, and for aborts the reason the
+    /// server gave (`aborted: Wounded`, `aborted: LeaderChanged`, `unavailable`, ...).
+    pub retried_because: Vec<String>,
+}
+
+/// A short reason for retrying after `e`: its code, and for an abort the server's reason
+/// (the word after "transaction aborted: ").
+fn retry_reason(e: &Error) -> String {
+    let code = e.code();
+    let message = e.to_string();
+    match message.split("transaction aborted: ").nth(1) {
+        Some(rest) => {
+            let reason: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            format!("{code}: {reason}")
+        }
+        None => code.to_string(),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -328,6 +348,7 @@ impl Client {
         let mut backoff = Backoff::start(self.inner.options.retry);
         let mut priority = None;
         let mut core = None;
+        let mut retried_because = Vec::new();
         loop {
             backoff.attempts += 1;
             let attempt = backoff.attempts;
@@ -343,6 +364,7 @@ impl Client {
                         value,
                         commit_ts,
                         attempts: attempt,
+                        retried_because,
                     });
                 }
                 Err(e) => e,
@@ -362,6 +384,7 @@ impl Client {
                 });
             };
             tracing::debug!(attempt, code = %e.code(), ?delay, "retrying transaction");
+            retried_because.push(retry_reason(&e));
             tokio::time::sleep(delay).await;
         }
     }

@@ -115,14 +115,25 @@ impl ApiService {
 impl Meridian for ApiService {
     async fn open_session(
         &self,
-        _: Request<pb::OpenSessionRequest>,
+        request: Request<pb::OpenSessionRequest>,
     ) -> Result<Response<pb::OpenSessionReply>, Status> {
         let running = self.running()?;
+        let replicas = match pb::ReadReplica::try_from(request.into_inner().read_replica) {
+            Ok(pb::ReadReplica::Leader) => txn::ReplicaChoice::Leader,
+            Ok(pb::ReadReplica::Follower) => txn::ReplicaChoice::Follower,
+            Ok(pb::ReadReplica::Any) => txn::ReplicaChoice::Any,
+            Err(_) => return Err(status("invalid_argument", "unknown read_replica")),
+        };
+        let backend: Arc<dyn sql::Backend> = if replicas == running.backend.replicas {
+            Arc::clone(&running.backend) as Arc<dyn sql::Backend>
+        } else {
+            Arc::new(running.backend.reading_at(replicas))
+        };
         for idle in self.expire_idle() {
             let _ = idle.lock().await.rollback().await;
         }
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let session = Session::new(Arc::clone(&running.backend) as Arc<dyn sql::Backend>);
+        let session = Session::new(backend);
         self.sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -39,6 +39,15 @@ impl ClusterBackend {
         }
     }
 
+    /// The same backend with read-only transactions served by `replicas`.
+    pub fn reading_at(&self, replicas: ReplicaChoice) -> ClusterBackend {
+        ClusterBackend {
+            client: Arc::clone(&self.client),
+            directory: Arc::clone(&self.directory),
+            replicas,
+        }
+    }
+
     async fn allocate_tablet(&self) -> Result<TabletId, TxnError> {
         let (id, _) = self
             .client

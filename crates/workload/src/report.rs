@@ -26,11 +26,18 @@ pub enum OpKind {
     ReadStrong,
     /// A read-only transaction reading every balance at an exact staleness.
     ReadStale,
+    /// The same, served by followers.
+    ReadFollower,
 }
 
 impl OpKind {
     /// Every kind, in report order.
-    pub const ALL: [OpKind; 3] = [OpKind::Transfer, OpKind::ReadStrong, OpKind::ReadStale];
+    pub const ALL: [OpKind; 4] = [
+        OpKind::Transfer,
+        OpKind::ReadStrong,
+        OpKind::ReadStale,
+        OpKind::ReadFollower,
+    ];
 
     /// The name in the report and the history.
     pub fn as_str(self) -> &'static str {
@@ -38,6 +45,7 @@ impl OpKind {
             OpKind::Transfer => "transfer",
             OpKind::ReadStrong => "read-strong",
             OpKind::ReadStale => "read-stale",
+            OpKind::ReadFollower => "read-follower",
         }
     }
 }
@@ -94,6 +102,8 @@ pub struct KindStats {
     pub errors: BTreeMap<ErrorClass, u64>,
     /// Retries the client made for operations that succeeded (`attempts - 1`, summed).
     pub retries: u64,
+    /// Those retries by reason (`aborted: Wounded`, `unavailable`, ...).
+    pub retry_reasons: BTreeMap<String, u64>,
     latency_us: Histogram<u64>,
 }
 
@@ -110,6 +120,7 @@ impl KindStats {
             ok: 0,
             errors: BTreeMap::new(),
             retries: 0,
+            retry_reasons: BTreeMap::new(),
             latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
                 .expect("constant bounds: 1 <= low, high >= 2 * low, 3 significant digits"),
         }
@@ -124,6 +135,13 @@ impl KindStats {
             .saturating_record(us.clamp(1, MAX_LATENCY_US));
     }
 
+    /// Why a success's earlier attempts were retried.
+    pub fn record_retry_reasons(&mut self, reasons: &[String]) {
+        for reason in reasons {
+            *self.retry_reasons.entry(reason.clone()).or_default() += 1;
+        }
+    }
+
     /// A failure of `class`.
     pub fn record_error(&mut self, class: ErrorClass) {
         *self.errors.entry(class).or_default() += 1;
@@ -133,6 +151,9 @@ impl KindStats {
     pub fn merge(&mut self, other: &KindStats) {
         self.ok += other.ok;
         self.retries += other.retries;
+        for (reason, n) in &other.retry_reasons {
+            *self.retry_reasons.entry(reason.clone()).or_default() += n;
+        }
         for (class, n) in &other.errors {
             *self.errors.entry(*class).or_default() += n;
         }
@@ -281,6 +302,11 @@ impl Report {
         );
         out.push_str(&self.table().to_string());
         out.push('\n');
+        let reasons = self.kind(OpKind::Transfer).retry_reasons;
+        if !reasons.is_empty() {
+            let listed: Vec<String> = reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            let _ = writeln!(out, "transfer retries by reason: {}", listed.join(", "));
+        }
         out.push_str(&self.render_verdict());
         out
     }
@@ -324,7 +350,7 @@ impl Report {
             // The client retries read-only transactions too, but does not say how often.
             row.push(match kind {
                 OpKind::Transfer => stats.retries.to_string(),
-                OpKind::ReadStrong | OpKind::ReadStale => "n/a".to_string(),
+                OpKind::ReadStrong | OpKind::ReadStale | OpKind::ReadFollower => "n/a".to_string(),
             });
             table.add_row(row);
         }

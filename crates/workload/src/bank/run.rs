@@ -37,6 +37,8 @@ pub enum ReadPath {
     Stale,
     /// Each read strong or stale, at random, half and half.
     Both,
+    /// Reads at an exact staleness, served by followers.
+    Follower,
 }
 
 /// When a run stops.
@@ -189,7 +191,15 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<Report> {
     let progress = Progress::start(&shared);
     let mut tasks = Vec::new();
     for index in 0..options.clients {
-        let client = Client::connect_with(rotated(&options.urls, index), ClientOptions::default())
+        let client_options = ClientOptions {
+            read_replica: if options.read_path == ReadPath::Follower {
+                client::ReadReplica::Follower
+            } else {
+                client::ReadReplica::Any
+            },
+            ..ClientOptions::default()
+        };
+        let client = Client::connect_with(rotated(&options.urls, index), client_options)
             .await
             .with_context(|| format!("connecting client {index}"))?;
         tasks.push(tokio::spawn(client_task(
@@ -377,7 +387,7 @@ async fn client_task(index: usize, client: Client, shared: Arc<Shared>) -> TaskO
         if rng.random_bool(options.read_ratio) {
             let stale = match options.read_path {
                 ReadPath::Strong => false,
-                ReadPath::Stale => true,
+                ReadPath::Stale | ReadPath::Follower => true,
                 ReadPath::Both => rng.random_bool(0.5),
             };
             read(index, &client, &shared, stale, &mut outcome).await;
@@ -441,8 +451,10 @@ async fn transfer(
             value,
             commit_ts,
             attempts,
+            retried_because,
         }) => {
             stats.record_ok(ended - started, attempts);
+            stats.record_retry_reasons(&retried_because);
             detail.moved = Some(value);
             entry.commit_ts = Some(commit_ts);
             entry.attempts = Some(attempts);
@@ -481,8 +493,13 @@ async fn read(
     outcome: &mut TaskOutcome,
 ) {
     let (kind, bound) = if stale {
+        let kind = if shared.options.read_path == ReadPath::Follower {
+            OpKind::ReadFollower
+        } else {
+            OpKind::ReadStale
+        };
         (
-            OpKind::ReadStale,
+            kind,
             TimestampBound::ExactStaleness(shared.options.staleness),
         )
     } else {
