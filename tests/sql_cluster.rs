@@ -125,28 +125,8 @@ async fn a_split_table_keeps_its_rows_history_and_transactions() {
         .execute("ALTER TABLE accounts SPLIT AT VALUES (30), (60)", &[])
         .await
         .unwrap();
-    let running = cluster.servers[0].running().unwrap();
-    let ranges = running.directory.ranges_info();
-    assert_eq!(ranges.len(), 4, "meta plus three tablets: {ranges:?}");
-    let tablets: std::collections::BTreeSet<_> = ranges.iter().map(|r| r.tablet).collect();
-    assert_eq!(tablets.len(), 4, "each range its own tablet");
-
-    // Every node reads every row, through every tablet, and scans across the splits.
-    for node in 0..3 {
-        let mut session = cluster.session(node).unwrap();
-        let all = session
-            .execute("SELECT COUNT(*), SUM(balance) FROM accounts", &[])
-            .await
-            .unwrap();
-        assert_eq!(all[0].rows[0], vec![Value::Int64(90), Value::Int64(9000)]);
-        let point = session
-            .execute("SELECT balance FROM accounts WHERE id = 75", &[])
-            .await
-            .unwrap();
-        assert_eq!(point[0].rows, vec![vec![Value::Int64(100)]]);
-    }
-
-    // A transfer across two of the new tablets commits with two-phase commit.
+    // At once, before the other nodes' placement caches refresh: a transfer across two of
+    // the new tablets commits with two-phase commit, whichever node coordinates it.
     first
         .execute(
             "BEGIN; UPDATE accounts SET balance = balance - 40 WHERE id = 10; \
@@ -169,6 +149,27 @@ async fn a_split_table_keeps_its_rows_history_and_transactions() {
             vec![Value::Int64(70), Value::Int64(140)]
         ]
     );
+
+    let running = cluster.servers[0].running().unwrap();
+    let ranges = running.directory.ranges_info();
+    assert_eq!(ranges.len(), 4, "meta plus three tablets: {ranges:?}");
+    let tablets: std::collections::BTreeSet<_> = ranges.iter().map(|r| r.tablet).collect();
+    assert_eq!(tablets.len(), 4, "each range its own tablet");
+
+    // Every node reads every row, through every tablet, and scans across the splits.
+    for node in 0..3 {
+        let mut session = cluster.session(node).unwrap();
+        let all = session
+            .execute("SELECT COUNT(*), SUM(balance) FROM accounts", &[])
+            .await
+            .unwrap();
+        assert_eq!(all[0].rows[0], vec![Value::Int64(90), Value::Int64(9000)]);
+        let point = session
+            .execute("SELECT balance FROM accounts WHERE id = 75", &[])
+            .await
+            .unwrap();
+        assert_eq!(point[0].rows, vec![vec![Value::Int64(100)]]);
+    }
 
     // History moved with the rows: a read at a timestamp before the split and the
     // transfer sees the original balances on the new tablets.
