@@ -1,7 +1,6 @@
 //! SQL's view of the cluster ([`sql::Backend`]): transactions of the transaction layer, and
 //! new tablets for new tables.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,10 +76,7 @@ impl ClusterBackend {
         let tablet = self.allocate_tablet().await?;
         let membership = self.directory.membership();
         let replicas = membership.pick_replicas(tablet.0);
-        let members: BTreeMap<_, _> = replicas
-            .iter()
-            .filter_map(|n| Some((*n, membership.nodes.get(n)?.clone())))
-            .collect();
+        let members = membership.addresses_of(&replicas);
         for address in members.values() {
             admin_call(address, &AdminCall::CreateReplica(tablet)).await?;
         }
@@ -146,11 +142,7 @@ impl ClusterBackend {
             "the meta tablet is not split"
         );
         let membership = directory.membership();
-        let members: BTreeMap<_, _> = parent
-            .replicas
-            .iter()
-            .filter_map(|n| Some((*n, membership.nodes.get(n)?.clone())))
-            .collect();
+        let members = membership.addresses_of(&parent.replicas);
         let fresh = self.allocate_tablet().await?;
         let leader = txn::Directory::leader(directory.as_ref(), parent.tablet)
             .ok_or_else(|| anyhow::anyhow!("{} has no leader; retry", parent.tablet))?;

@@ -63,6 +63,14 @@ impl Membership {
         Ok(())
     }
 
+    /// `nodes` with their addresses (members unknown here are left out).
+    pub fn addresses_of(&self, nodes: &[NodeId]) -> BTreeMap<NodeId, String> {
+        nodes
+            .iter()
+            .filter_map(|n| Some((*n, self.nodes.get(n)?.clone())))
+            .collect()
+    }
+
     /// The first `REPLICATION` members, starting at `seed` (spreads tablets over nodes).
     pub fn pick_replicas(&self, seed: u64) -> Vec<NodeId> {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();

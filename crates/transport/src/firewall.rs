@@ -20,7 +20,9 @@ impl Firewall {
 
     /// Whether traffic to `address` is dropped.
     pub fn is_blocked(&self, address: &str) -> bool {
-        let blocked = self.blocked.read().unwrap_or_else(|e| e.into_inner());
-        !blocked.is_empty() && blocked.contains(address)
+        self.blocked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(address)
     }
 }

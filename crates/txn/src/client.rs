@@ -13,15 +13,12 @@ use storage::KeyRange;
 use tablet::{Leadership, Mutation, TabletId};
 use truetime::{Clock, Timestamp};
 
+use crate::directory::{settle, settled_leader};
 use crate::error::{Result, TxnError};
 use crate::{Directory, Participant, Peer, Rows};
 
 /// Rows fetched per page of a locking or snapshot scan.
 const SCAN_PAGE: usize = 1024;
-
-/// How many times routing asks the directory to catch up before reporting a key, range or
-/// tablet unavailable (with a short pause between: a leader may be in election).
-const ROUTE_ATTEMPTS: u32 = 5;
 
 /// A client a transaction borrows, or shares when it outlives the call that began it (a
 /// SQL session's transaction spans several requests).
@@ -102,62 +99,47 @@ impl TxnClient {
         TxnId(self.next_txn.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Lets the directory catch up before routing attempt `attempt + 1`.
-    async fn catch_up(&self, attempt: u32) {
-        self.directory.sync().await;
-        tokio::time::sleep(Duration::from_millis(10 << attempt.min(4))).await;
-    }
-
     /// The leader of `tablet`, waiting briefly for the directory to learn of one.
     async fn leader(&self, tablet: TabletId) -> Result<Arc<dyn Peer>> {
-        for attempt in 0..ROUTE_ATTEMPTS {
-            if let Some(leader) = self.directory.leader(tablet) {
-                return Ok(leader);
-            }
-            self.catch_up(attempt).await;
-        }
-        Err(TxnError::Unavailable(format!("{tablet} has no leader")))
+        settled_leader(self.directory.as_ref(), tablet).await
     }
 
     /// The tablet holding `key` and its leader.
     async fn route(&self, key: &[u8]) -> Result<(TabletId, Arc<dyn Peer>)> {
-        let mut tablet = self.directory.tablet_for(key);
-        for attempt in 0..ROUTE_ATTEMPTS {
-            tablet = self.directory.tablet_for(key);
-            if let Some(leader) = self.directory.leader(tablet) {
-                return Ok((tablet, leader));
-            }
-            self.catch_up(attempt).await;
-        }
-        Err(TxnError::Unavailable(format!("{tablet} has no leader")))
+        let directory = self.directory.as_ref();
+        settle(directory, || {
+            let tablet = directory.tablet_for(key);
+            directory.leader(tablet).map(|leader| (tablet, leader))
+        })
+        .await
+        .ok_or_else(|| {
+            let tablet = directory.tablet_for(key);
+            TxnError::Unavailable(format!("{tablet} has no leader"))
+        })
     }
 
     /// The tablet holding `key`, for a read at any replica.
     async fn locate(&self, key: &[u8]) -> Result<TabletId> {
-        for attempt in 0..ROUTE_ATTEMPTS {
-            let tablet = self.directory.tablet_for(key);
-            if !self.directory.replicas(tablet).is_empty() {
-                return Ok(tablet);
-            }
-            self.catch_up(attempt).await;
-        }
-        Err(TxnError::Unavailable(
-            "no tablet holds the key (placement unknown)".into(),
-        ))
+        let directory = self.directory.as_ref();
+        settle(directory, || {
+            let tablet = directory.tablet_for(key);
+            (!directory.replicas(tablet).is_empty()).then_some(tablet)
+        })
+        .await
+        .ok_or_else(|| TxnError::Unavailable("no tablet holds the key (placement unknown)".into()))
     }
 
     /// The tablets holding `range`, each with its part, covering all of it.
     async fn cover(&self, range: &KeyRange) -> Result<Vec<(TabletId, KeyRange)>> {
-        for attempt in 0..ROUTE_ATTEMPTS {
-            let parts = self.directory.ranges(range);
-            if crate::directory::covers(range, &parts) {
-                return Ok(parts);
-            }
-            self.catch_up(attempt).await;
-        }
-        Err(TxnError::Unavailable(
-            "part of the range has no tablet (placement unknown)".into(),
-        ))
+        let directory = self.directory.as_ref();
+        settle(directory, || {
+            let parts = directory.ranges(range);
+            crate::directory::covers(range, &parts).then_some(parts)
+        })
+        .await
+        .ok_or_else(|| {
+            TxnError::Unavailable("part of the range has no tablet (placement unknown)".into())
+        })
     }
 
     /// The priority of a new transaction's first attempt.
@@ -410,29 +392,25 @@ impl<'c> Transaction<'c> {
 
     /// The buffered writes grouped by the tablet holding them, every tablet with a leader
     /// (waiting briefly for the directory to learn of new tablets and leaders).
-    async fn writes_by_tablet(&self) -> Result<BTreeMap<TabletId, Vec<Mutation>>> {
-        for attempt in 0..ROUTE_ATTEMPTS {
-            let mut grouped: BTreeMap<TabletId, Vec<Mutation>> = BTreeMap::new();
-            for (key, write) in &self.writes {
-                let mutation = write
-                    .clone()
-                    .unwrap_or_else(|| Mutation::delete(key.clone()));
-                grouped
-                    .entry(self.client.directory.tablet_for(key))
-                    .or_default()
-                    .push(mutation);
-            }
-            if grouped
+    /// Takes the buffered writes out of the transaction.
+    async fn writes_by_tablet(&mut self) -> Result<BTreeMap<TabletId, Vec<Mutation>>> {
+        let directory = self.client.directory.as_ref();
+        let writes = &self.writes;
+        settle(directory, || {
+            writes
                 .keys()
-                .all(|t| self.client.directory.leader(*t).is_some())
-            {
-                return Ok(grouped);
-            }
-            self.client.catch_up(attempt).await;
+                .all(|key| directory.leader(directory.tablet_for(key)).is_some())
+                .then_some(())
+        })
+        .await
+        .ok_or_else(|| TxnError::Unavailable("a written key's tablet has no leader".into()))?;
+        let mut grouped: BTreeMap<TabletId, Vec<Mutation>> = BTreeMap::new();
+        for (key, write) in std::mem::take(&mut self.writes) {
+            let tablet = directory.tablet_for(&key);
+            let mutation = write.unwrap_or_else(|| Mutation::delete(key));
+            grouped.entry(tablet).or_default().push(mutation);
         }
-        Err(TxnError::Unavailable(
-            "a written key's tablet has no leader".into(),
-        ))
+        Ok(grouped)
     }
 
     /// Commits: returns the commit timestamp once commit-wait is over. After an error the
@@ -440,7 +418,6 @@ impl<'c> Transaction<'c> {
     pub async fn commit(&mut self) -> Result<Timestamp> {
         let mut participants: BTreeMap<TabletId, Participant> = BTreeMap::new();
         let grouped = self.writes_by_tablet().await?;
-        self.writes.clear();
         for (tablet, mutations) in grouped {
             self.touched.insert(tablet);
             participants.insert(
@@ -556,6 +533,12 @@ impl<'c> ReadOnlyTxn<'c> {
     /// read, and for a strong read asks the leader to close a timestamp when the replica's
     /// safe time is behind (rather than wait for the next periodic close).
     async fn ready(&mut self, tablet: TabletId, replica: &dyn Peer) -> Result<Timestamp> {
+        if let Some(ts) = self.s_read
+            && !self.strong
+        {
+            // A fixed snapshot that is not strong just waits for safe time at the replica.
+            return Ok(ts);
+        }
         let state = replica.replica_state(tablet).await?;
         let s_read = match self.s_read {
             Some(ts) => ts,

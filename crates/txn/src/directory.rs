@@ -29,6 +29,37 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// How many times routing asks the directory to catch up before giving up (with a short,
+/// growing pause between: a leader may be in election).
+const ROUTE_ATTEMPTS: u32 = 5;
+
+/// Asks `find` until it answers, letting `directory` catch up between tries: for callers
+/// that met a key without a tablet or a tablet without a leader (a new table, a split, an
+/// election this node has not seen yet).
+pub(crate) async fn settle<T>(
+    directory: &dyn Directory,
+    mut find: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    for attempt in 0..ROUTE_ATTEMPTS {
+        if let Some(found) = find() {
+            return Some(found);
+        }
+        directory.sync().await;
+        tokio::time::sleep(std::time::Duration::from_millis(10 << attempt.min(4))).await;
+    }
+    find()
+}
+
+/// The leader of `tablet`, letting the directory catch up if it knows none.
+pub(crate) async fn settled_leader(
+    directory: &dyn Directory,
+    tablet: TabletId,
+) -> crate::Result<Arc<dyn Peer>> {
+    settle(directory, || directory.leader(tablet))
+        .await
+        .ok_or_else(|| crate::TxnError::Unavailable(format!("{tablet} has no leader")))
+}
+
 /// Whether `parts` (in key order) cover all of `range` without a gap.
 pub fn covers(range: &KeyRange, parts: &[(TabletId, KeyRange)]) -> bool {
     let mut at = &range.start;

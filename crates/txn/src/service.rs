@@ -74,19 +74,6 @@ pub struct Participant {
     pub read_under: Option<Leadership>,
 }
 
-/// The leader of `tablet`, letting the directory catch up a few times if it knows none (a
-/// tablet the client learnt of, by a split or a new table, before this node did).
-async fn leader_of(directory: &dyn Directory, tablet: TabletId) -> Result<Arc<dyn Peer>> {
-    for attempt in 0..5u32 {
-        if let Some(leader) = directory.leader(tablet) {
-            return Ok(leader);
-        }
-        directory.sync().await;
-        tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
-    }
-    Err(TxnError::Unavailable(format!("{tablet} has no leader")))
-}
-
 /// A new leader's lock table: the exclusive locks of the prepared transactions it inherits.
 fn rebuild_prepared_locks(prepared: BTreeMap<TxnId, tablet::PreparedTxn>) -> LockTable {
     let mut table = LockTable::new();
@@ -842,7 +829,7 @@ impl TxnService {
                 let service: Arc<dyn Peer> = if *id == coordinator {
                     Arc::clone(self) as Arc<dyn Peer>
                 } else {
-                    leader_of(directory.as_ref(), *id).await?
+                    crate::directory::settled_leader(directory.as_ref(), *id).await?
                 };
                 let mutations = part.mutations.clone();
                 service
