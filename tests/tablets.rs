@@ -214,6 +214,26 @@ async fn a_node_restarted_from_its_directory_rejoins_with_its_data() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_raft_group_stops_by_itself_is_reopened_and_catches_up() {
+    let cluster = three_nodes("supervisor").await;
+    write_keys(&cluster, 0..5).await;
+    // The leader's group stops as if openraft had hit a fatal error; the replica stays open.
+    let leader = cluster.wait_leader(T1).await.unwrap();
+    let halted = cluster.node(leader).tablet(T1).unwrap();
+    halted.halt_raft().await;
+    let last = write_keys(&cluster, 5..20).await;
+    wait_for("the halted replica to be reopened", PATIENCE, || async {
+        let now = cluster.node(leader).tablet(T1).ok()?;
+        (!std::sync::Arc::ptr_eq(&now, &halted)).then_some(())
+    })
+    .await
+    .unwrap();
+    // Reopened from storage, it rejoined its group and caught up.
+    assert_keys_everywhere(&cluster, 20, last).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_timestamps_strictly_increase_across_forced_leader_changes() {
     let cluster = three_nodes("leader_changes").await;
     let mut acknowledged: Vec<Timestamp> = Vec::new();

@@ -781,6 +781,49 @@ async fn a_strong_single_tablet_read_uses_the_last_applied_timestamp() {
     cluster.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_at_a_replica_that_fell_behind_is_served_by_the_leader() {
+    let cluster = bank("replica_behind").await;
+    let client = cluster.client(NodeId(1), 1);
+    open_accounts(&client).await;
+    // Cut the follower a follower read would pick off from its group: its safe time stops.
+    let leader = wait_for("a leader of t1", PATIENCE, || async {
+        cluster
+            .directory
+            .leader_service(TabletId(1))
+            .map(|s| s.node_id())
+    })
+    .await
+    .unwrap();
+    let behind = cluster
+        .cluster
+        .ids()
+        .into_iter()
+        .find(|n| *n != leader)
+        .unwrap();
+    let rest: Vec<NodeId> = cluster
+        .cluster
+        .ids()
+        .into_iter()
+        .filter(|n| *n != behind)
+        .collect();
+    cluster.cluster.network.partition(&[&[behind], &rest]);
+    let (_, ts) = transfer(&client, 0, 1, 5).await.unwrap();
+    // A strong read there cannot be served where it was sent: it goes to the leader.
+    let mut ro = client
+        .read_only(ReadBound::Strong, ReplicaChoice::Follower)
+        .unwrap();
+    let balance = ro.read(&acct(1)).await.expect("the leader serves the read");
+    assert!(ro.read_ts().unwrap() > ts);
+    assert_eq!(
+        decode(balance),
+        13 + 5,
+        "the read sees the acknowledged transfer"
+    );
+    cluster.cluster.network.heal();
+    cluster.shutdown().await;
+}
+
 /// A list stored as concatenated big-endian u64s.
 fn decode_list(value: Option<Vec<u8>>) -> Vec<u64> {
     value

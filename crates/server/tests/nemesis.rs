@@ -16,6 +16,28 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|s| s.parse().ok())
 }
 
+/// Fails the test with `why`, the nodes' last log lines, and the kept directory.
+fn fail(dir: tempfile::TempDir, why: &str) -> ! {
+    let dir = dir.keep();
+    let mut logs = String::new();
+    for i in 1..=3 {
+        let path = dir.join(format!("node{i}.log"));
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(40)..];
+        logs.push_str(&format!(
+            "--- {} (last {} lines)\n",
+            path.display(),
+            tail.len()
+        ));
+        for line in tail {
+            logs.push_str(line);
+            logs.push('\n');
+        }
+    }
+    panic!("{why}\n{logs}kept in {}", dir.display());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_seeded_nemesis_run_finds_no_violation() {
     let seed = env_u64("MERIDIAN_SEED").unwrap_or(20_261_121);
@@ -47,18 +69,25 @@ async fn a_short_seeded_nemesis_run_finds_no_violation() {
         Duration::from_secs(seconds + 180),
         server::nemesis::run(&options),
     )
-    .await
-    .expect("the run finished in time")
-    .unwrap();
+    .await;
+    let run = match run {
+        Ok(Ok(run)) => run,
+        Ok(Err(e)) => fail(dir, &format!("the run failed: {e:#}")),
+        Err(_) => fail(dir, "the run did not finish in time"),
+    };
     let mut report = run.report.render();
     if let Some(list_append) = &run.list_append {
         report.push_str(&list_append.render());
-        assert!(
-            list_append.committed > 0,
-            "no list-append transaction committed:\n{report}"
-        );
+        if list_append.committed == 0 {
+            fail(
+                dir,
+                &format!("no list-append transaction committed:\n{report}"),
+            );
+        }
     }
-    assert_eq!(run.violations, 0, "violations under the nemesis:\n{report}");
+    if run.violations != 0 {
+        fail(dir, &format!("violations under the nemesis:\n{report}"));
+    }
     assert!(
         run.faults.len() >= 3,
         "the nemesis injected only {:?}",

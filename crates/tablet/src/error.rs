@@ -60,14 +60,24 @@ pub enum TabletError {
         txn: locks::TxnId,
     },
     /// A read above this replica's safe time did not become safe within the deadline.
-    #[error("{tablet}: read at {ts} is above safe time {safe}; retry later or at the leader")]
+    #[error(
+        "{tablet}: read at {ts} is above safe time {safe} on {node} \
+         (applied up to {paxos_safe}, {prepared} prepared transaction(s) undecided); \
+         retry later or at the leader"
+    )]
     NotYetSafe {
         /// The tablet.
         tablet: TabletId,
+        /// The replica's node.
+        node: crate::NodeId,
         /// The read timestamp.
         ts: Timestamp,
         /// This replica's safe time.
         safe: Timestamp,
+        /// Its `t_paxos_safe`: a safe time below it is held by prepared transactions.
+        paxos_safe: Timestamp,
+        /// Prepared transactions awaiting their outcome here.
+        prepared: usize,
     },
     /// The clock cannot bound the time: no timestamps are assigned.
     #[error(transparent)]
@@ -76,6 +86,8 @@ pub enum TabletError {
     #[error(transparent)]
     Storage(#[from] storage::StorageError),
     /// The Raft group failed or stopped (a storage error inside Raft, a panic, a shutdown).
+    /// Retryable: the node reopens a group that stopped on its own, and other replicas
+    /// carry on meanwhile.
     #[error("{tablet}: raft group stopped: {reason}")]
     RaftStopped {
         /// The tablet.
@@ -105,6 +117,7 @@ impl TabletError {
                 | TabletError::NotYetSafe { .. }
                 | TabletError::Clock(_)
                 | TabletError::Membership { .. }
+                | TabletError::RaftStopped { .. }
         )
     }
 }

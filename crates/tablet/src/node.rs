@@ -3,10 +3,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use openraft::alias::SnapshotOf;
+use openraft::async_runtime::WatchReceiver;
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use storage::{Cf, Engine, EngineOptions, Mvcc, WriteBatch};
 use tokio::sync::watch;
@@ -53,6 +55,10 @@ impl Default for NodeConfig {
 /// A node: the tablet replicas it hosts, its RocksDB, its clock and its transport.
 pub struct Node {
     id: NodeId,
+    /// This node, for the tasks it starts (they must not keep it alive).
+    me: Weak<Node>,
+    /// Set by [`Node::shutdown`]: stopped replicas are not reopened.
+    closing: AtomicBool,
     engine: Arc<Engine>,
     transport: Arc<dyn Transport>,
     clock: Arc<dyn Clock>,
@@ -89,8 +95,10 @@ impl Node {
     ) -> Result<Arc<Node>> {
         let engine = Arc::new(Engine::open(dir, &config.engine)?);
         let (children, mut opened) = tokio::sync::mpsc::unbounded_channel();
-        let node = Arc::new(Node {
+        let node = Arc::new_cyclic(|me| Node {
             id,
+            me: me.clone(),
+            closing: AtomicBool::new(false),
             engine,
             transport,
             clock,
@@ -216,7 +224,63 @@ impl Node {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(tablet, Arc::clone(&replica));
+        self.supervise(&replica);
         Ok(replica)
+    }
+
+    /// Watches `replica`'s Raft group. If it stops while the replica is still open here (a
+    /// fatal storage or apply error, or a panic in openraft's core such as openraft#2116),
+    /// the replica would stay wedged: no votes, no appends, a safe time that never moves.
+    /// Reopens it from storage instead, so it rejoins its group and catches up.
+    fn supervise(&self, replica: &Arc<Tablet>) {
+        let node = self.me.clone();
+        let watched = Arc::downgrade(replica);
+        let tablet = replica.id();
+        let mut metrics = replica.raft().metrics();
+        tokio::spawn(async move {
+            let reason = loop {
+                let fatal = {
+                    let now = metrics.borrow_watched();
+                    now.running_state.as_ref().err().map(|f| f.to_string())
+                };
+                if let Some(fatal) = fatal {
+                    break fatal;
+                }
+                if metrics.changed().await.is_err() {
+                    break "its core task ended".to_string();
+                }
+            };
+            {
+                let Some(node) = node.upgrade() else { return };
+                // Closed or destroyed on purpose (or already replaced): nothing to do.
+                let open = node.tablet(tablet).ok();
+                let Some(open) = open.filter(|t| std::ptr::eq(Arc::as_ptr(t), watched.as_ptr()))
+                else {
+                    return;
+                };
+                tracing::error!(tablet_id = %tablet, node_id = %node.id, %reason, "raft group stopped; reopening the replica from storage");
+                node.tablets
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&tablet);
+                open.shutdown().await;
+            }
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                tokio::time::sleep(backoff).await;
+                let Some(node) = node.upgrade() else { return };
+                if node.closing.load(Ordering::Acquire) || node.tablet(tablet).is_ok() {
+                    return;
+                }
+                match node.open_replica(tablet).await {
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::error!(tablet_id = %tablet, error = %e, "reopening a stopped replica failed; trying again");
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        });
     }
 
     /// The replica of `tablet` on this node.
@@ -272,6 +336,7 @@ impl Node {
 
     /// Stops every replica (the data stays).
     pub async fn shutdown(&self) {
+        self.closing.store(true, Ordering::Release);
         let tablets: Vec<_> =
             std::mem::take(&mut *self.tablets.write().unwrap_or_else(|e| e.into_inner()))
                 .into_values()

@@ -472,11 +472,17 @@ impl Tablet {
         let reached = tokio::time::timeout(timeout, progress.wait_for(|p| p.safe_ts >= ts)).await;
         match reached {
             Ok(Ok(_)) => Ok(()),
-            _ => Err(TabletError::NotYetSafe {
-                tablet: self.id,
-                ts,
-                safe: self.safe_ts(),
-            }),
+            _ => {
+                let progress = self.progress();
+                Err(TabletError::NotYetSafe {
+                    tablet: self.id,
+                    node: self.node,
+                    ts,
+                    safe: progress.safe_ts,
+                    paxos_safe: progress.paxos_safe_ts,
+                    prepared: progress.prepared,
+                })
+            }
         }
     }
 
@@ -621,6 +627,15 @@ impl Tablet {
             raft.purged.map(|id| id.index),
             raft.snapshot.map(|id| id.index),
         )
+    }
+
+    /// Stops this replica's Raft group but leaves the replica open, as a fatal error inside
+    /// openraft would. The node's supervisor notices and reopens the replica from storage;
+    /// tests use this to exercise that path.
+    pub async fn halt_raft(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(tablet_id = %self.id, error = %e, "raft shutdown failed");
+        }
     }
 
     /// Stops the replica's Raft group and background tasks.

@@ -45,6 +45,11 @@ pub type TxnFuture<'t, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 't>>
 /// How long a read waits for a replica's safe time before giving up.
 const SAFE_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a read waits at a replica other than the leader before it reads at the leader
+/// instead: a replica that is catching up (restarted, partitioned, fed a snapshot) may stay
+/// behind for long, while the leader can always close a timestamp.
+const REPLICA_WAIT: Duration = Duration::from_secs(1);
+
 /// The timestamp a read-only transaction or a single read reads at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadBound {
@@ -561,27 +566,79 @@ impl<'c> ReadOnlyTxn<'c> {
         Ok(s_read)
     }
 
+    /// How long to wait for safe time at `replica`: briefly unless it leads `tablet`.
+    fn wait_at(&self, tablet: TabletId, replica: &dyn Peer) -> Duration {
+        let leads = self
+            .client
+            .directory
+            .leader(tablet)
+            .is_some_and(|l| l.node_id() == replica.node_id());
+        if leads { SAFE_WAIT } else { REPLICA_WAIT }
+    }
+
+    /// After a read at a replica other than the leader failed (most often: its safe time
+    /// stayed behind), the leader to read at instead, if there is one.
+    fn fall_back(
+        &self,
+        tablet: TabletId,
+        replica: &dyn Peer,
+        error: &TxnError,
+    ) -> Option<Arc<dyn Peer>> {
+        let leader = self.client.directory.leader(tablet)?;
+        if leader.node_id() == replica.node_id() {
+            return None;
+        }
+        tracing::debug!(tablet_id = %tablet, node_id = %replica.node_id(), %error, "reading at the leader instead");
+        Some(leader)
+    }
+
     /// Reads `key` at the snapshot.
     pub async fn read(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let tablet = self.client.locate(key).await?;
         let replica = self.replica(tablet)?;
         let s_read = self.ready(tablet, replica.as_ref()).await?;
-        replica
-            .snapshot_read(tablet, key.to_vec(), s_read, SAFE_WAIT)
+        let wait = self.wait_at(tablet, replica.as_ref());
+        match replica
+            .snapshot_read(tablet, key.to_vec(), s_read, wait)
             .await
+        {
+            Err(e) => match self.fall_back(tablet, replica.as_ref(), &e) {
+                Some(leader) => {
+                    leader
+                        .snapshot_read(tablet, key.to_vec(), s_read, SAFE_WAIT)
+                        .await
+                }
+                None => Err(e),
+            },
+            read => read,
+        }
     }
 
     /// Scans `range` at the snapshot: at most `limit` rows in key order.
     pub async fn scan(&mut self, range: KeyRange, limit: usize) -> Result<Rows> {
         let mut rows = Vec::new();
         for (tablet, mut part) in self.client.cover(&range).await? {
-            let replica = self.replica(tablet)?;
+            let mut replica = self.replica(tablet)?;
             let s_read = self.ready(tablet, replica.as_ref()).await?;
+            let mut wait = self.wait_at(tablet, replica.as_ref());
             while rows.len() < limit {
                 let page = SCAN_PAGE.min(limit - rows.len());
-                let got = replica
-                    .snapshot_scan(tablet, part.clone(), s_read, page, SAFE_WAIT)
-                    .await?;
+                let got = match replica
+                    .snapshot_scan(tablet, part.clone(), s_read, page, wait)
+                    .await
+                {
+                    Err(e) => match self.fall_back(tablet, replica.as_ref(), &e) {
+                        Some(leader) => {
+                            replica = leader;
+                            wait = SAFE_WAIT;
+                            replica
+                                .snapshot_scan(tablet, part.clone(), s_read, page, wait)
+                                .await?
+                        }
+                        None => return Err(e),
+                    },
+                    got => got?,
+                };
                 let full = got.len() == page;
                 if let Some((last, _)) = got.last() {
                     part.start = last.clone();
