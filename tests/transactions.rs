@@ -1005,6 +1005,57 @@ async fn without_commit_wait_the_list_append_checker_finds_stale_snapshots() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_clock_leaps_ahead_gets_no_commit_acknowledged_early_and_is_fenced() {
+    let cluster = bank("clock_ahead").await;
+    let leader = cluster.directory.leader_service(TabletId(1)).unwrap();
+    let ahead = leader.node_id();
+    let elsewhere = cluster
+        .cluster
+        .ids()
+        .into_iter()
+        .find(|n| *n != ahead)
+        .unwrap();
+    let client = cluster.client(elsewhere, 1);
+    open_accounts(&client).await;
+    let clock = cluster.cluster.clock(ahead);
+    let truth = clock.truth().clone();
+    // 200 ms ahead with ε = 1 ms: its commit-wait alone would acknowledge commits ~200 ms
+    // before their timestamps pass.
+    clock.set_offset(200_000_000);
+    let deadline = Instant::now() + PATIENCE;
+    let mut acknowledged_after_fence = 0;
+    while acknowledged_after_fence < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "transfers did not resume on another leader"
+        );
+        // Accounts 0 and 1 live on t1, whose leader's clock is ahead.
+        match transfer(&client, 0, 1, 1).await {
+            Ok((_, ts)) => {
+                let now = truth.now();
+                assert!(
+                    ts < now,
+                    "a commit at {ts} was acknowledged before the true time ({now}) passed it"
+                );
+                if clock.now().is_err() {
+                    acknowledged_after_fence += 1;
+                }
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "transfer failed while the clock was ahead");
+                tokio::time::sleep(Duration::from_millis(10)).await; // a retry's pause
+            }
+        }
+    }
+    // Its followers refused its timestamps, and its clock fenced itself.
+    assert!(
+        matches!(clock.now(), Err(truetime::ClockError::Fenced { .. })),
+        "the leader's clock is not fenced"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_a_fenced_clock_assigns_no_timestamps_and_serves_no_reads() {
     let cluster = bank("fenced").await;
     let client = cluster.client(NodeId(1), 1);

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
+use openraft::EntryPayload;
 use openraft::alias::SnapshotOf;
 use openraft::async_runtime::WatchReceiver;
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
@@ -23,6 +24,14 @@ use crate::raft::state_machine::{ChildSender, SharedRange, StateMachine};
 use crate::raft::{Raft, RaftConfig, TabletSnapshot, TypeConfig};
 use crate::transport::{BoxFuture, RaftRpc, RpcHandler, RpcKind, Transport};
 use crate::{NodeId, Progress, Tablet, TabletId};
+
+/// How far past its own clock's `latest` a follower accepts a leader's timestamps, on top
+/// of twice its own ε (the most two correct clocks with similar ε can disagree by).
+const PEER_CLOCK_SLACK: Duration = Duration::from_millis(5);
+
+/// Starts a follower's refusal of timestamps from the future, so the leader's node knows its
+/// clock is the problem (see [`Node`]'s "Peers check the leader's clock").
+pub(crate) const CLOCK_AHEAD: &str = "leader clock ahead";
 
 /// Settings shared by every tablet on a node.
 #[derive(Debug, Clone)]
@@ -53,6 +62,17 @@ impl Default for NodeConfig {
 }
 
 /// A node: the tablet replicas it hosts, its RocksDB, its clock and its transport.
+///
+/// # Peers check the leader's clock
+///
+/// A leader stamps commands with its own clock; if that clock leaps ahead of the true time,
+/// commit-wait on it ends early and a commit could be acknowledged before its timestamp has
+/// passed anywhere else: external consistency lost. So a follower whose own clock is healthy
+/// refuses entries stamped more than `2ε + 5 ms` past its own `latest`, and keeps refusing
+/// that leader's term: those commands never reach a majority and cannot be acknowledged. The
+/// refusal tells the leader's node, whose clock then fences itself ([`truetime::Clock::fence`])
+/// and hands its leaderships over. A follower whose own clock cannot bound the time judges
+/// nobody.
 pub struct Node {
     id: NodeId,
     /// This node, for the tasks it starts (they must not keep it alive).
@@ -68,6 +88,9 @@ pub struct Node {
     incoming_snapshots: Mutex<HashMap<TabletId, Vec<u8>>>,
     /// Tablets a split created here, to open.
     children: ChildSender,
+    /// Per tablet, the term of a leader refused for stamping commands ahead of this node's
+    /// clock: its appends stay refused (a later term is trusted again).
+    refused_terms: Mutex<HashMap<TabletId, u64>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -106,6 +129,7 @@ impl Node {
             tablets: RwLock::new(BTreeMap::new()),
             incoming_snapshots: Mutex::new(HashMap::new()),
             children,
+            refused_terms: Mutex::new(HashMap::new()),
         });
         // Replicas created by splits open here (the channel closes with the node).
         let weak = Arc::downgrade(&node);
@@ -199,6 +223,7 @@ impl Node {
         let log = LogStore::new(Arc::clone(&self.engine), tablet);
         let network = NetworkFactory {
             transport: Arc::clone(&self.transport),
+            clock: Arc::clone(&self.clock),
             tablet,
             snapshot_chunk_bytes: self.config.snapshot_chunk_bytes,
         };
@@ -354,6 +379,7 @@ impl Node {
         match rpc.kind {
             RpcKind::AppendEntries => {
                 let request: AppendEntriesRequest<TypeConfig> = decode(&rpc.payload).map_err(io)?;
+                self.check_leader_clock(rpc.tablet, &request)?;
                 encode(&raft.append_entries(request).await.map_err(|e| failed(&e))?).map_err(io)
             }
             RpcKind::Vote => {
@@ -380,6 +406,57 @@ impl Node {
                     .await
             }
         }
+    }
+
+    /// Refuses `request` if its leader stamped a command ahead of this node's clock beyond
+    /// what two correct clocks allow, or is a leader refused so before (see [`Node`]).
+    fn check_leader_clock(
+        &self,
+        tablet: TabletId,
+        request: &AppendEntriesRequest<TypeConfig>,
+    ) -> std::result::Result<(), String> {
+        let leader = &request.vote.leader_id;
+        let mut refused = self.refused_terms.lock().unwrap_or_else(|e| e.into_inner());
+        if refused.get(&tablet) == Some(&leader.term) {
+            return Err(format!(
+                "{CLOCK_AHEAD}: {tablet}: refusing the leader of term {}, which stamped commands ahead of this node's clock",
+                leader.term
+            ));
+        }
+        // Only what this leader stamped itself: entries of earlier terms it passes on were
+        // stamped by its predecessors.
+        let stamped = request
+            .entries
+            .iter()
+            .filter(|e| e.log_id.leader_id.term == leader.term)
+            .filter_map(|e| match &e.payload {
+                EntryPayload::Normal(command) => command.ts(),
+                _ => None,
+            })
+            .max();
+        let Some(stamped) = stamped else {
+            return Ok(());
+        };
+        let Ok(now) = self.clock.now() else {
+            return Ok(());
+        };
+        let limit = now
+            .latest
+            .saturating_add(now.epsilon() * 2 + PEER_CLOCK_SLACK);
+        if stamped <= limit {
+            return Ok(());
+        }
+        refused.insert(tablet, leader.term);
+        let reason = format!(
+            "{CLOCK_AHEAD}: {tablet}: {} (term {}) stamped a command {stamped}, {:?} past {}'s latest {}: the leader's clock is beyond its bound",
+            leader.node_id,
+            leader.term,
+            stamped.saturating_duration_since(now.latest),
+            self.id,
+            now.latest
+        );
+        tracing::error!(tablet_id = %tablet, %reason, "refusing a leader whose clock runs ahead");
+        Err(reason)
     }
 
     /// Appends a chunk to the snapshot being received for `tablet`; installs it when complete.

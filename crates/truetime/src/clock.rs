@@ -68,6 +68,11 @@ pub trait Clock: Send + Sync + fmt::Debug {
     fn wait_until_after(&self, t: Timestamp) -> WaitFuture<'_> {
         Box::pin(wait_until_after(self, t))
     }
+
+    /// Evidence from outside (a peer refusing this node's timestamps as too far ahead of its
+    /// own clock) that this clock is outside its bound. A clock that can fence itself does
+    /// so, as if its own check had failed; the default ignores the evidence.
+    fn fence(&self, _reason: &str) {}
 }
 
 /// tokio's timer fires on millisecond ticks, so a sleep may overshoot by up to a
@@ -97,5 +102,9 @@ pub async fn wait_until_after<C: Clock + ?Sized>(
 impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
     fn now(&self) -> Result<TtInterval, ClockError> {
         (**self).now()
+    }
+
+    fn fence(&self, reason: &str) {
+        (**self).fence(reason);
     }
 }

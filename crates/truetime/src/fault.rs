@@ -59,4 +59,8 @@ impl Clock for OffsetClock {
             |t: Timestamp| Timestamp::from_nanos(t.as_nanos().saturating_add_signed(offset));
         TtInterval::new(shift(now.earliest), shift(now.latest)).ok_or(ClockError::NeverSynced)
     }
+
+    fn fence(&self, reason: &str) {
+        self.inner.fence(reason);
+    }
 }

@@ -11,10 +11,22 @@
 //! reads, and operations begun with the bad intervals drain (lock waits, commit-waits and
 //! in-flight Raft rounds all end within the fence) before the node serves again.
 //!
+//! Two more checks fence at once, without waiting for a sync:
+//!
+//! - *The clock went back.* True time never does, so an interval that ends before the
+//!   `earliest` of one handed out earlier shows that one of them missed the true time (the
+//!   oscillator stepped back, or it had stepped ahead and a sync pulled it back).
+//! - *A peer says so* ([`Clock::fence`]): a Raft follower refused this node's timestamps as
+//!   too far ahead of its own clock.
+//!
 //! HAZARD: fencing bounds the damage after detection; it cannot undo what happened between
-//! the clock going wrong and the next sync. Syncing often (seconds) keeps that window short,
-//! and the drift model (`drift_ppm`) must hold for real oscillators.
+//! the clock going wrong and the detection. A clock that leaps back is caught at its next
+//! reading; one that leaps ahead is caught when a follower sees its next timestamp or at the
+//! next sync, and its commits cannot complete meanwhile because followers refuse them (see
+//! `tablet::Node`). Syncing often keeps the remaining window short, and the drift model
+//! (`drift_ppm`) must hold for real oscillators.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -78,6 +90,8 @@ pub struct SyncedClock {
     last_sync: Arc<RwLock<Option<SyncPoint>>>,
     /// Refusing until the oscillator reads this, and why.
     fenced: Arc<RwLock<Option<(u64, String)>>>,
+    /// The largest `earliest` handed out: no later interval may end before it.
+    high_water: Arc<AtomicU64>,
 }
 
 impl SyncedClock {
@@ -89,6 +103,23 @@ impl SyncedClock {
             config,
             last_sync: Arc::new(RwLock::new(None)),
             fenced: Arc::new(RwLock::new(None)),
+            high_water: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Refuses to give intervals for [`SyncConfig::fence_for`] from oscillator reading `at`.
+    fn fence_from(&self, at: u64, reason: String) {
+        tracing::error!(
+            %reason,
+            fence_for = ?self.config.fence_for,
+            "clock outside its bound: fencing this node"
+        );
+        let until =
+            at.saturating_add(u64::try_from(self.config.fence_for.as_nanos()).unwrap_or(u64::MAX));
+        let mut fenced = self.fenced.write().unwrap_or_else(|e| e.into_inner());
+        // A fence already in force is only ever extended.
+        if fenced.as_ref().is_none_or(|(old, _)| *old < until) {
+            *fenced = Some((until, reason));
         }
     }
 
@@ -115,18 +146,12 @@ impl SyncedClock {
             Some(own) => match own.intersect(&masters) {
                 Some(both) => (both, true),
                 None => {
-                    let reason = format!(
-                        "the local clock's interval {own} did not overlap the time masters' {masters}"
+                    self.fence_from(
+                        at,
+                        format!(
+                            "the local clock's interval {own} did not overlap the time masters' {masters}"
+                        ),
                     );
-                    tracing::error!(
-                        %reason,
-                        fence_for = ?self.config.fence_for,
-                        "clock outside its bound: fencing this node"
-                    );
-                    let until = at.saturating_add(
-                        u64::try_from(self.config.fence_for.as_nanos()).unwrap_or(u64::MAX),
-                    );
-                    *self.fenced.write().unwrap_or_else(|e| e.into_inner()) = Some((until, reason));
                     (masters, false)
                 }
             },
@@ -141,20 +166,43 @@ impl SyncedClock {
         })
     }
 
-    /// The interval at oscillator reading `at`, from a sync point, without the age check.
+    /// The interval at oscillator reading `at`, from a sync point, without the age check. A
+    /// reading before the sync point (the oscillator stepped back) extrapolates backwards;
+    /// the clock's high-water check then decides whether that is plausible.
     fn extrapolate(&self, point: &SyncPoint, at: u64) -> Option<TtInterval> {
-        let since = at.checked_sub(point.oscillator_nanos)?;
-        let drift = drift_nanos(since, self.config.drift_ppm);
-        let earliest = point
-            .interval
-            .earliest
-            .as_nanos()
-            .saturating_add(since.saturating_sub(drift));
-        let latest = point
-            .interval
-            .latest
-            .as_nanos()
-            .saturating_add(since.saturating_add(drift));
+        let (earliest, latest) = match at.checked_sub(point.oscillator_nanos) {
+            Some(since) => {
+                let drift = drift_nanos(since, self.config.drift_ppm);
+                (
+                    point
+                        .interval
+                        .earliest
+                        .as_nanos()
+                        .saturating_add(since.saturating_sub(drift)),
+                    point
+                        .interval
+                        .latest
+                        .as_nanos()
+                        .saturating_add(since.saturating_add(drift)),
+                )
+            }
+            None => {
+                let back = point.oscillator_nanos - at;
+                let drift = drift_nanos(back, self.config.drift_ppm);
+                (
+                    point
+                        .interval
+                        .earliest
+                        .as_nanos()
+                        .saturating_sub(back.saturating_add(drift)),
+                    point
+                        .interval
+                        .latest
+                        .as_nanos()
+                        .saturating_sub(back.saturating_sub(drift)),
+                )
+            }
+        };
         TtInterval::new(
             Timestamp::from_nanos(earliest),
             Timestamp::from_nanos(latest),
@@ -199,6 +247,17 @@ impl SyncedClock {
                 epsilon_max_us: micros(self.config.epsilon_max),
             });
         }
+        let handed_out = self
+            .high_water
+            .fetch_max(interval.earliest.as_nanos(), Ordering::AcqRel);
+        if interval.latest.as_nanos() < handed_out {
+            let reason = format!(
+                "the clock went back: {interval} ends before {}, the earliest of an interval it gave before",
+                Timestamp::from_nanos(handed_out)
+            );
+            self.fence_from(at, reason.clone());
+            return Err(ClockError::Fenced { reason });
+        }
         Ok(interval)
     }
 }
@@ -210,6 +269,13 @@ fn micros(d: Duration) -> u64 {
 impl Clock for SyncedClock {
     fn now(&self) -> Result<TtInterval, ClockError> {
         self.now_at(self.oscillator_nanos())
+    }
+
+    fn fence(&self, reason: &str) {
+        self.fence_from(
+            self.oscillator_nanos(),
+            format!("a peer disagrees: {reason}"),
+        );
     }
 }
 
@@ -373,44 +439,99 @@ mod tests {
         }
     }
 
-    /// An oscillator that can leap forward: a clock going wrong outside its drift model.
+    /// An oscillator that can leap: a clock going wrong outside its drift model.
     #[derive(Debug)]
     struct LeapingOscillator {
         inner: DriftingOscillator,
-        leap_ns: std::sync::atomic::AtomicU64,
+        leap_ns: std::sync::atomic::AtomicI64,
     }
 
     impl Oscillator for LeapingOscillator {
         fn elapsed_nanos(&self) -> u64 {
-            self.inner.elapsed_nanos() + self.leap_ns.load(std::sync::atomic::Ordering::SeqCst)
+            self.inner
+                .elapsed_nanos()
+                .saturating_add_signed(self.leap_ns.load(std::sync::atomic::Ordering::SeqCst))
         }
+    }
+
+    /// A clock synced once at `truth`, on an oscillator that can leap.
+    fn leaping_clock(
+        truth: &ReferenceTime,
+        config: SyncConfig,
+    ) -> (SyncedClock, Arc<LeapingOscillator>) {
+        let oscillator = Arc::new(LeapingOscillator {
+            inner: DriftingOscillator::new(truth.clone(), 0),
+            leap_ns: 0.into(),
+        });
+        let clock = SyncedClock::new(oscillator.clone(), config);
+        let reading = exchange(truth, &clock, 0, MS, (MS, MS));
+        clock.apply_readings(&[reading]).unwrap();
+        (clock, oscillator)
+    }
+
+    #[test]
+    fn a_clock_that_goes_back_fences_itself_at_its_next_reading() {
+        let truth = ReferenceTime::manual(Timestamp::from_nanos(1_000_000 * MS));
+        let config = SyncConfig {
+            fence_for: Duration::from_secs(2),
+            ..SyncConfig::default()
+        };
+        let (clock, oscillator) = leaping_clock(&truth, config);
+        truth.advance(Duration::from_millis(100));
+        let before = clock.now().unwrap();
+        // Back by less than the interval's width: the truth may still be inside; no fence.
+        oscillator
+            .leap_ns
+            .store(-(MS as i64) / 2, std::sync::atomic::Ordering::SeqCst);
+        assert!(clock.now().is_ok());
+        // Back by 50 ms, far beyond ε: the very next reading ends before `before` began.
+        oscillator
+            .leap_ns
+            .store(-50 * MS as i64, std::sync::atomic::Ordering::SeqCst);
+        assert!(matches!(clock.now(), Err(ClockError::Fenced { .. })));
+        // Fenced for the fence period even once the oscillator recovers, then serving again.
+        oscillator
+            .leap_ns
+            .store(0, std::sync::atomic::Ordering::SeqCst);
+        truth.advance(Duration::from_millis(1900));
+        assert!(clock.is_fenced());
+        truth.advance(Duration::from_millis(200));
+        let after = clock.now().unwrap();
+        assert!(after.contains(truth.now()) && after.latest >= before.earliest);
+    }
+
+    #[test]
+    fn a_peer_that_disagrees_fences_the_clock() {
+        let truth = ReferenceTime::manual(Timestamp::from_nanos(1_000_000 * MS));
+        let config = SyncConfig {
+            fence_for: Duration::from_secs(2),
+            ..SyncConfig::default()
+        };
+        let (clock, _) = leaping_clock(&truth, config);
+        assert!(clock.now().is_ok());
+        Clock::fence(&clock, "n2 refused a timestamp 200 ms ahead of its clock");
+        match clock.now() {
+            Err(ClockError::Fenced { reason }) => assert!(reason.contains("n2 refused")),
+            other => panic!("not fenced: {other:?}"),
+        }
+        truth.advance(Duration::from_millis(2100));
+        assert!(clock.now().is_ok());
     }
 
     #[test]
     fn a_clock_found_outside_its_bound_fences_itself_for_the_fence_period() {
         let truth = ReferenceTime::manual(Timestamp::from_nanos(1_000_000 * MS));
-        let oscillator = Arc::new(LeapingOscillator {
-            inner: DriftingOscillator::new(truth.clone(), 0),
-            leap_ns: 0.into(),
-        });
         let config = SyncConfig {
             fence_for: Duration::from_secs(2),
             ..SyncConfig::default()
         };
-        let clock = SyncedClock::new(oscillator.clone(), config);
-        let reading = exchange(&truth, &clock, 0, MS, (MS, MS));
-        assert!(
-            clock
-                .apply_readings(&[reading])
-                .unwrap()
-                .agreed_with_previous
-        );
+        let (clock, oscillator) = leaping_clock(&truth, config);
         assert!(clock.now().unwrap().contains(truth.now()));
 
         // The oscillator leaps 50 ms, far beyond ε: until the next sync nothing can tell.
         oscillator
             .leap_ns
-            .store(50 * MS, std::sync::atomic::Ordering::SeqCst);
+            .store(50 * MS as i64, std::sync::atomic::Ordering::SeqCst);
         truth.advance(Duration::from_millis(100));
         assert!(
             !clock.now().unwrap().contains(truth.now()),

@@ -214,6 +214,10 @@ impl Clock for TestClock {
             self.skew().epsilon,
         ))
     }
+
+    fn fence(&self, _reason: &str) {
+        self.set_fenced(true);
+    }
 }
 
 #[cfg(test)]

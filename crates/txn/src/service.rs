@@ -598,6 +598,21 @@ impl TxnService {
         })
     }
 
+    /// After a commit at `ts` is logged and waited out: if this node's clock was fenced
+    /// meanwhile (a follower saw its timestamps from the future), commit-wait may have ended
+    /// before `ts` passed elsewhere, so the commit is not acknowledged. It stands; the client
+    /// learns its outcome is unknown.
+    fn acknowledge(&self, ts: Timestamp) -> Result<Timestamp> {
+        if !self.config.commit_wait {
+            return Ok(ts);
+        }
+        self.clock.now().map(|_| ts).map_err(|e| {
+            TxnError::Indeterminate(format!(
+                "committed at {ts}, but this node's clock was fenced before the acknowledgement: {e}"
+            ))
+        })
+    }
+
     /// Commits a transaction that touched only `tablet`: locks, one Raft entry at a
     /// timestamp the leader picks, commit-wait, release. No two-phase commit.
     pub async fn commit_single(
@@ -620,7 +635,10 @@ impl TxnService {
         };
         let written = tablet.write_under(Some(leadership), mutations).await;
         let result = match written {
-            Ok(ts) => self.commit_wait(ts).await.map(|()| ts),
+            Ok(ts) => match self.commit_wait(ts).await {
+                Ok(()) => self.acknowledge(ts),
+                Err(e) => Err(e),
+            },
             Err(e) => {
                 // It may have been applied at a timestamp we do not know: outwait any
                 // timestamp it could have had before letting others see past it.
@@ -807,10 +825,12 @@ impl TxnService {
             }
             Err(e) => return Err(TxnError::Indeterminate(e.to_string())),
         }
-        waited?;
+        // Committed: the locks go and the participants learn it even if commit-wait failed
+        // (then the client hears the outcome is unknown).
         self.release_on(txn, coordinator);
         self.notify_commit(txn, commit_ts, coordinator, participants);
-        Ok(commit_ts)
+        waited?;
+        self.acknowledge(commit_ts)
     }
 
     /// 2PC phase one: every participant's leader prepares, in parallel. Returns the largest

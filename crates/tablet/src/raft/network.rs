@@ -35,6 +35,8 @@ pub(crate) struct SnapshotChunk {
 #[derive(Debug, Clone)]
 pub(crate) struct NetworkFactory {
     pub(crate) transport: Arc<dyn Transport>,
+    /// This node's clock, fenced when a follower refuses its timestamps as from the future.
+    pub(crate) clock: Arc<dyn truetime::Clock>,
     pub(crate) tablet: TabletId,
     pub(crate) snapshot_chunk_bytes: usize,
 }
@@ -45,6 +47,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
         Connection {
             transport: Arc::clone(&self.transport),
+            clock: Arc::clone(&self.clock),
             tablet: self.tablet,
             target,
             address: node.addr.clone(),
@@ -57,6 +60,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 #[derive(Debug)]
 pub(crate) struct Connection {
     transport: Arc<dyn Transport>,
+    clock: Arc<dyn truetime::Clock>,
     tablet: TabletId,
     target: NodeId,
     address: String,
@@ -98,9 +102,14 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(RpcKind::AppendEntries, &rpc)
-            .await
-            .map_err(|e| unreachable(&e))
+        self.call(RpcKind::AppendEntries, &rpc).await.map_err(|e| {
+            let reason = e.to_string();
+            if reason.contains(crate::node::CLOCK_AHEAD) {
+                // A follower with a healthy clock saw our timestamps from its future.
+                self.clock.fence(&reason);
+            }
+            unreachable(&e)
+        })
     }
 
     async fn vote(
