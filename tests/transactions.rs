@@ -1005,6 +1005,56 @@ async fn without_commit_wait_the_list_append_checker_finds_stale_snapshots() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_caller_goes_away_still_completes() {
+    let cluster = bank("caller_gone").await;
+    // A wide ε makes commit-wait long (~200 ms), so the caller can leave mid-commit.
+    for id in cluster.cluster.ids() {
+        cluster
+            .cluster
+            .clock(id)
+            .set_epsilon(Duration::from_millis(100));
+    }
+    let client = cluster.client(NodeId(1), 1);
+    open_accounts(&client).await;
+    let coordinator = cluster.directory.leader_service(TabletId(1)).unwrap();
+    let participant = cluster.directory.leader_service(TabletId(2)).unwrap();
+    let txn = TxnId(99 << 40);
+    let priority = Priority {
+        first_start: cluster.cluster.clock(NodeId(1)).now().unwrap().latest,
+        tiebreak: txn.0,
+    };
+    let participants = [(TabletId(1), acct(0), 7), (TabletId(2), acct(2), 19)]
+        .into_iter()
+        .map(|(tablet, key, balance)| {
+            let part = txn::Participant {
+                mutations: vec![Mutation::put(key, encode(balance))],
+                read_under: None,
+            };
+            (tablet, part)
+        })
+        .collect();
+    // The caller waits until the participant has prepared, then goes away, as a client
+    // that timed out would: its request's future is dropped mid-commit.
+    let commit = coordinator.coordinate(txn, priority, TabletId(1), participants);
+    tokio::select! {
+        done = commit => tracing::info!(?done, "the commit finished before the caller left"),
+        _ = wait_for("the participant to prepare", PATIENCE, || async {
+            let replica = participant.tablet(TabletId(2))?;
+            let prepared = replica.prepared_txns().await.ok()?;
+            prepared.contains_key(&txn).then_some(())
+        }) => {}
+    }
+    // The commit still completes: nothing stays prepared, and a strong read sees it.
+    let (values, _) = client
+        .strong_read(&[&acct(0), &acct(2)])
+        .await
+        .expect("safe time moves past the abandoned commit");
+    let balances: Vec<i64> = values.into_iter().map(decode).collect();
+    assert_eq!(balances, vec![7, 19], "the abandoned commit applied whole");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_clock_leaps_ahead_gets_no_commit_acknowledged_early_and_is_fenced() {
     let cluster = bank("clock_ahead").await;
     let leader = cluster.directory.leader_service(TabletId(1)).unwrap();

@@ -154,6 +154,20 @@ pub struct TxnService {
     me: Weak<TxnService>,
 }
 
+/// Runs a commit in its own task and waits for it. A commit must not stop halfway because
+/// its caller went away (a client that timed out drops the request's future): a coordinator
+/// cut off between PREPARE and its decision would stay "coordinating" forever, and its
+/// participants, told to wait, would hold their locks and safe time with it.
+async fn run_to_end(
+    commit: impl std::future::Future<Output = Result<Timestamp>> + Send + 'static,
+) -> Result<Timestamp> {
+    tokio::spawn(commit).await.unwrap_or_else(|e| {
+        Err(TxnError::Indeterminate(format!(
+            "the commit's task failed: {e}"
+        )))
+    })
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -614,8 +628,25 @@ impl TxnService {
     }
 
     /// Commits a transaction that touched only `tablet`: locks, one Raft entry at a
-    /// timestamp the leader picks, commit-wait, release. No two-phase commit.
+    /// timestamp the leader picks, commit-wait, release. No two-phase commit. Runs to the
+    /// end even if the caller goes away (see [`run_to_end`]).
     pub async fn commit_single(
+        &self,
+        txn: TxnId,
+        priority: Priority,
+        id: TabletId,
+        mutations: Vec<Mutation>,
+        read_under: Option<Leadership>,
+    ) -> Result<Timestamp> {
+        let me = self.me()?;
+        run_to_end(async move {
+            me.commit_single_here(txn, priority, id, mutations, read_under)
+                .await
+        })
+        .await
+    }
+
+    async fn commit_single_here(
         &self,
         txn: TxnId,
         priority: Priority,
@@ -758,8 +789,24 @@ impl TxnService {
 
     /// Runs two-phase commit for `txn` with this node as coordinator (it leads
     /// `coordinator`, one of the participants). Returns the commit timestamp once the commit
-    /// is logged and commit-wait is over; participants learn the outcome afterwards.
+    /// is logged and commit-wait is over; participants learn the outcome afterwards. Runs to
+    /// the end even if the caller goes away (see [`run_to_end`]).
     pub async fn coordinate(
+        self: &Arc<Self>,
+        txn: TxnId,
+        priority: Priority,
+        coordinator: TabletId,
+        participants: BTreeMap<TabletId, Participant>,
+    ) -> Result<Timestamp> {
+        let me = Arc::clone(self);
+        run_to_end(async move {
+            me.coordinate_here(txn, priority, coordinator, participants)
+                .await
+        })
+        .await
+    }
+
+    async fn coordinate_here(
         self: &Arc<Self>,
         txn: TxnId,
         priority: Priority,
