@@ -1005,6 +1005,85 @@ async fn without_commit_wait_the_list_append_checker_finds_stale_snapshots() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_that_died_with_a_restarted_leader_do_not_let_a_stale_read_commit() {
+    let mut cluster = bank("restarted_leader").await;
+    let client = cluster.client(NodeId(1), 1);
+    open_accounts(&client).await;
+    let victim = cluster
+        .directory
+        .leader_service(TabletId(1))
+        .unwrap()
+        .node_id();
+    let before = decide_balance(&client, 0).await;
+    // T reads account 0 under a shared lock at t1's leader, then waits while that leader is
+    // killed and restarted (it often leads again in the same Raft term) and U adds 10.
+    let (read_done, resume) = (
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+    );
+    let attempts = std::sync::Arc::new(AtomicU64::new(0));
+    let t = {
+        let client = cluster.client(NodeId(2), 2 << 40);
+        let (read_done, resume, attempts) = (read_done.clone(), resume.clone(), attempts.clone());
+        tokio::spawn(async move {
+            client
+                .read_write(move |tx| {
+                    let (read_done, resume, attempts) =
+                        (read_done.clone(), resume.clone(), attempts.clone());
+                    Box::pin(async move {
+                        let balance = decode(tx.read(&acct(0)).await?);
+                        if attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+                            read_done.notify_one();
+                            resume.notified().await;
+                        }
+                        tx.write(acct(0), encode(balance + 1));
+                        Ok(())
+                    })
+                })
+                .await
+        })
+    };
+    read_done.notified().await;
+    cluster.kill(victim).await;
+    cluster.restart(victim).await.unwrap();
+    wait_for("a leader of t1", PATIENCE, || async {
+        cluster.directory.leader_service(TabletId(1)).map(|_| ())
+    })
+    .await
+    .unwrap();
+    let other = cluster.client(NodeId(3), 3 << 40);
+    other
+        .read_write(|tx| {
+            Box::pin(async move {
+                let balance = decode(tx.read(&acct(0)).await?);
+                tx.write(acct(0), encode(balance + 10));
+                Ok(())
+            })
+        })
+        .await
+        .unwrap();
+    resume.notify_one();
+    t.await.unwrap().unwrap();
+    // T's first attempt read under locks that died: it must not commit on them.
+    assert_eq!(
+        decide_balance(&client, 0).await,
+        before + 11,
+        "an update was lost (T committed a read its dead leader's locks no longer covered)"
+    );
+    assert!(
+        attempts.load(Ordering::SeqCst) >= 2,
+        "T's stale attempt was not retried"
+    );
+    cluster.shutdown().await;
+}
+
+/// Account `i`'s balance, read strongly.
+async fn decide_balance(client: &TxnClient, i: usize) -> i64 {
+    let (values, _) = client.strong_read(&[&acct(i)]).await.unwrap();
+    decode(values.into_iter().next().flatten())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_whose_caller_goes_away_still_completes() {
     let cluster = bank("caller_gone").await;
     // A wide ε makes commit-wait long (~200 ms), so the caller can leave mid-commit.

@@ -39,6 +39,10 @@ use crate::raft::state_machine::SharedRange;
 use crate::raft::{Raft, TypeConfig};
 use crate::{Mutation, NodeId, PreparedTxn, Progress, TabletCommand, TabletId, TabletResponse};
 
+/// How long a new leadership waits for the log it inherited to apply before giving up (the
+/// caller retries; a leader that cannot commit its log is no leader).
+const INHERIT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One leader's tenure of a tablet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Leadership {
@@ -46,6 +50,9 @@ pub struct Leadership {
     pub term: u64,
     /// The leader.
     pub leader: NodeId,
+    /// The replica instance leading: a leader restarted (or its group reopened) can lead
+    /// again in the same term, but the locks taken under its previous instance died with it.
+    pub incarnation: u64,
 }
 
 /// Where a proposal's timestamp comes from.
@@ -107,6 +114,8 @@ pub struct Tablet {
     clock: Arc<dyn Clock>,
     allocator: tokio::sync::Mutex<Allocator>,
     closer: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// This instance of the replica (see [`Leadership::incarnation`]).
+    incarnation: u64,
 }
 
 impl Tablet {
@@ -129,6 +138,7 @@ impl Tablet {
             clock,
             allocator: tokio::sync::Mutex::new(Allocator::default()),
             closer: std::sync::Mutex::new(None),
+            incarnation: rand::random(),
         }
     }
 
@@ -278,7 +288,10 @@ impl Tablet {
             .as_leader()
             .map_err(|_| self.not_leader())?
             .to_committed_leader_id();
-        if under.is_some_and(|u| (u.term, u.leader) != (leadership.term, leadership.node_id)) {
+        if under.is_some_and(|u| {
+            (u.term, u.leader, u.incarnation)
+                != (leadership.term, leadership.node_id, self.incarnation)
+        }) {
             return Err(self.not_leader());
         }
         let (responder, applied) = ProgressResponder::complete_only();
@@ -314,13 +327,19 @@ impl Tablet {
         }
     }
 
-    /// Waits until everything committed before this leadership is applied, then starts the
-    /// allocator above the floor it left.
+    /// Waits until everything in the log when this leadership began is applied, then starts
+    /// the allocator above the floor it left.
+    ///
+    /// ReadIndex covers what was committed; a leader that leads again in the same term (a
+    /// restart) may also hold entries it appended before, not yet committed, which commit
+    /// under it now: a write or an outcome from before the restart. Reads and lock tables
+    /// of this leadership must see them, so it waits for the whole log.
     async fn inherit_floor(
         &self,
         allocator: &mut Allocator,
         leadership: CommittedLeaderIdOf<TypeConfig>,
     ) -> Result<()> {
+        let last_log = self.raft.metrics().borrow_watched().last_log_index;
         self.raft
             .ensure_linearizable(ReadPolicy::ReadIndex)
             .await
@@ -328,6 +347,15 @@ impl Tablet {
                 Some(_) => self.not_leader(),
                 None => self.stopped(e),
             })?;
+        if let Some(last_log) = last_log {
+            let mut progress = self.progress.clone();
+            let applied = progress.wait_for(|p| p.applied_index >= Some(last_log));
+            match tokio::time::timeout(INHERIT_TIMEOUT, applied).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return Err(self.stopped("the state machine is gone")),
+                Err(_) => return Err(self.not_leader()),
+            }
+        }
         allocator.last = allocator.last.max(self.progress.borrow().paxos_safe_ts);
         allocator.leadership = Some(leadership);
         Ok(())
@@ -349,6 +377,7 @@ impl Tablet {
         Ok(Leadership {
             term: leader.term,
             leader: leader.node_id,
+            incarnation: self.incarnation,
         })
     }
 

@@ -70,6 +70,13 @@ impl RaftConfig {
             election_timeout_max: millis(self.election_timeout.1),
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_after_entries),
             max_in_snapshot_log_to_keep: self.log_entries_kept_after_snapshot,
+            // A restarted (or reopened) leader must not resume its old term without an
+            // election: the transaction layer's locks live in memory and died with it, yet
+            // its leadership (term, node) would look unchanged, so transactions that read
+            // under the old locks would pass the leadership check and commit stale reads;
+            // and with no new blank entry, the leader's ReadIndex would not wait for the
+            // entries it appended before the restart.
+            enable_leader_restore: Some(false),
             ..Default::default()
         };
         config.validate().map_err(|e| e.to_string())
