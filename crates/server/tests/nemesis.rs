@@ -1,6 +1,7 @@
 //! The short nemesis run CI makes: the bank workload on three `meridian` processes while a
-//! seeded nemesis kills, freezes, partitions them and strobes their clocks within ε. No read may break the bank's
-//! invariant, and after healing the total must be intact. The long run is one command
+//! seeded nemesis kills, freezes, partitions them, strobes their clocks within ε and leaps
+//! them beyond it. No read may break the bank's invariant, no list-append history may break
+//! strict serializability, and after healing the total must be intact. The long run is one command
 //! (`meridian nemesis --duration 10m`, see docs/BENCHMARKS.md).
 //!
 //! `MERIDIAN_SEED` replays a run; `MERIDIAN_NEMESIS_SECS` changes its length.
@@ -52,15 +53,15 @@ async fn a_short_seeded_nemesis_run_finds_no_violation() {
         duration: Duration::from_secs(seconds),
         clients: 4,
         accounts: 10,
-        // Not SkewBeyond: a clock leaping beyond ε breaks TrueTime's assumption, and until
-        // the next sync notices and fences the node its timestamps can break real-time
-        // order (seed 7 of the long run showed two such cycles). Fencing is tested on its
-        // own; see docs/ARCHITECTURE.md, "Fencing, the guarantee".
+        // The full nemesis, leaps beyond ε included: a clock that leaps back fences itself at
+        // its next reading, one that leaps ahead when a follower refuses its timestamps
+        // (docs/ARCHITECTURE.md, "Fencing, the guarantee").
         faults: vec![
             FaultKind::Kill,
             FaultKind::Pause,
             FaultKind::Partition,
             FaultKind::Skew,
+            FaultKind::SkewBeyond,
         ],
         history: dir.path().join("history.jsonl"),
         list_append_clients: 2,

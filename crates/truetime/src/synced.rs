@@ -109,14 +109,19 @@ impl SyncedClock {
 
     /// Refuses to give intervals for [`SyncConfig::fence_for`] from oscillator reading `at`.
     fn fence_from(&self, at: u64, reason: String) {
-        tracing::error!(
-            %reason,
-            fence_for = ?self.config.fence_for,
-            "clock outside its bound: fencing this node"
-        );
         let until =
             at.saturating_add(u64::try_from(self.config.fence_for.as_nanos()).unwrap_or(u64::MAX));
         let mut fenced = self.fenced.write().unwrap_or_else(|e| e.into_inner());
+        if fenced.as_ref().is_some_and(|(old, _)| *old > at) {
+            // Already fenced: extend it quietly (peers refuse every message meanwhile).
+            tracing::debug!(%reason, "clock fenced again while fenced");
+        } else {
+            tracing::error!(
+                %reason,
+                fence_for = ?self.config.fence_for,
+                "clock outside its bound: fencing this node"
+            );
+        }
         // A fence already in force is only ever extended.
         if fenced.as_ref().is_none_or(|(old, _)| *old < until) {
             *fenced = Some((until, reason));
