@@ -42,7 +42,7 @@ fn fail(dir: tempfile::TempDir, why: &str) -> ! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_seeded_nemesis_run_finds_no_violation() {
     let seed = env_u64("MERIDIAN_SEED").unwrap_or(20_261_121);
-    let seconds = env_u64("MERIDIAN_NEMESIS_SECS").unwrap_or(60);
+    let seconds = env_u64("MERIDIAN_NEMESIS_SECS").unwrap_or(180);
     eprintln!("nemesis: MERIDIAN_SEED={seed} MERIDIAN_NEMESIS_SECS={seconds}");
     let dir = tempfile::tempdir().unwrap();
     let options = NemesisOptions {
