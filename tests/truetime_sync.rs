@@ -161,3 +161,44 @@ fn a_bad_master_address_is_a_clear_error() {
     let err = TimeMasters::new(&["not a url".to_string()], Duration::from_secs(1)).unwrap_err();
     assert!(err.to_string().contains("bad time master address"), "{err}");
 }
+
+/// An oscillator that steps back by a second at every other reading.
+#[derive(Debug)]
+struct SteppingBack {
+    inner: DriftingOscillator,
+    readings: std::sync::atomic::AtomicU64,
+}
+
+impl truetime::Oscillator for SteppingBack {
+    fn elapsed_nanos(&self) -> u64 {
+        let n = self
+            .readings
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let base = self.inner.elapsed_nanos() + 10_000_000_000;
+        if n % 2 == 1 {
+            base - 1_000_000_000
+        } else {
+            base
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_oscillator_going_back_mid_exchange_is_a_bad_reading_not_a_crash() {
+    init_tracing();
+    let master = master_with_offset(0, Duration::from_micros(500)).await;
+    let clock = SyncedClock::new(
+        Arc::new(SteppingBack {
+            inner: DriftingOscillator::new(ReferenceTime::system(), 0),
+            readings: 0.into(),
+        }),
+        SyncConfig::default(),
+    );
+    // Every exchange is stamped sent at one reading and received at a reading a second
+    // earlier: no reading bounds anything, and the sync fails with an error.
+    let synced = masters(&[&master]).sync(&clock).await;
+    assert!(
+        synced.is_err(),
+        "a reading from a clock going back was used"
+    );
+}

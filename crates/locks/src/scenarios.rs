@@ -178,6 +178,29 @@ fn a_sole_shared_holder_upgrades_to_exclusive() {
     ]);
 }
 
+#[test]
+fn request_ids_of_different_tables_never_collide() {
+    // A node replaces a tablet's table on a leader change; a grant from the old table that
+    // is still being delivered must not match a waiter of the new one.
+    let (mut old, mut new) = (LockTable::new(), LockTable::new());
+    let mut ids = BTreeSet::new();
+    for table in [&mut old, &mut new] {
+        for txn in 1..=3 {
+            let (decision, _) = table.acquire(
+                TxnId(txn),
+                priority(txn),
+                parse_target("a"),
+                LockMode::Exclusive,
+            );
+            let request = match decision {
+                Acquire::Granted(r) | Acquire::Waiting(r) => r,
+                other => panic!("unexpected {other:?}"),
+            };
+            assert!(ids.insert(request), "{request:?} handed out twice");
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Acquire {

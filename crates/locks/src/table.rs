@@ -129,8 +129,12 @@ pub struct LockTable {
     ranges: Vec<(TxnId, LockTarget, LockMode)>,
     /// Waiting requests, oldest transaction first, then arrival order.
     pub(crate) waiting: BTreeMap<(Priority, RequestId), Waiter>,
-    next_request: u64,
 }
+
+/// Request ids are unique in the process, not just in one table: a node replaces a tablet's
+/// table when leadership changes, and a grant still on its way from the old table must not
+/// match a waiter of the new one.
+static NEXT_REQUEST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl LockTable {
     /// An empty table.
@@ -157,8 +161,7 @@ impl LockTable {
             return (Acquire::Wounded { by }, Vec::new());
         }
         let priority = state.priority;
-        let request = RequestId(self.next_request);
-        self.next_request += 1;
+        let request = RequestId(NEXT_REQUEST.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         if self.holds(txn, &target, mode) {
             return (Acquire::Granted(request), Vec::new());
         }

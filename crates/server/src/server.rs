@@ -125,6 +125,10 @@ impl Server {
             stop: Mutex::new(Some(stop)),
         });
         let router = tonic::transport::Server::builder()
+            // Clients and peers that time out reset their streams; under faults many do at
+            // once, and h2's rapid-reset guard (20 by default) would then drop the whole
+            // connection with every request still on it.
+            .http2_max_pending_accept_reset_streams(Some(200))
             .add_service(RaftService::new(server.raft.clone()).into_server())
             .add_service(PeerService::new(Arc::clone(&server.peer)).into_server())
             .add_service(AdminService::new(Arc::downgrade(&server)).into_server())

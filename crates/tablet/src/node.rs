@@ -25,8 +25,8 @@ use crate::raft::{Raft, RaftConfig, TabletSnapshot, TypeConfig};
 use crate::transport::{BoxFuture, RaftRpc, RpcHandler, RpcKind, Transport};
 use crate::{NodeId, Progress, Tablet, TabletId};
 
-/// How far past its own clock's `latest` a follower accepts a leader's timestamps, on top
-/// of twice its own ε (the most two correct clocks with similar ε can disagree by).
+/// With twice its own ε, the least a follower lets a leader's timestamps run past its own
+/// clock's `latest` (see [`NodeConfig::clock_tolerance`]).
 const PEER_CLOCK_SLACK: Duration = Duration::from_millis(5);
 
 /// Starts a follower's refusal of timestamps from the future, so the leader's node knows its
@@ -47,6 +47,10 @@ pub struct NodeConfig {
     pub snapshot_chunk_bytes: usize,
     /// RocksDB tuning.
     pub engine: EngineOptions,
+    /// How far past its own clock's `latest` a follower accepts a leader's timestamps (at
+    /// least `2ε + 5 ms` of its own clock): twice the largest ε a healthy clock reports, so a
+    /// healthy leader with a wider interval is never refused.
+    pub clock_tolerance: Duration,
 }
 
 impl Default for NodeConfig {
@@ -57,6 +61,7 @@ impl Default for NodeConfig {
             close_interval: Duration::from_millis(250),
             snapshot_chunk_bytes: 256 << 10,
             engine: EngineOptions::default(),
+            clock_tolerance: Duration::from_millis(100),
         }
     }
 }
@@ -68,8 +73,10 @@ impl Default for NodeConfig {
 /// A leader stamps commands with its own clock; if that clock leaps ahead of the true time,
 /// commit-wait on it ends early and a commit could be acknowledged before its timestamp has
 /// passed anywhere else: external consistency lost. So a follower whose own clock is healthy
-/// refuses entries stamped more than `2ε + 5 ms` past its own `latest`, and keeps refusing
-/// that leader's term: those commands never reach a majority and cannot be acknowledged. The
+/// refuses entries stamped more than [`NodeConfig::clock_tolerance`] past its own `latest`,
+/// and keeps refusing that leader until its timestamps are no longer from the follower's
+/// future: those commands cannot reach a majority meanwhile, and the leader's node does not
+/// acknowledge them (its clock is fenced). The
 /// refusal tells the leader's node, whose clock then fences itself ([`truetime::Clock::fence`])
 /// and hands its leaderships over. A follower whose own clock cannot bound the time judges
 /// nobody.
@@ -88,9 +95,10 @@ pub struct Node {
     incoming_snapshots: Mutex<HashMap<TabletId, Vec<u8>>>,
     /// Tablets a split created here, to open.
     children: ChildSender,
-    /// Per tablet, the term of a leader refused for stamping commands ahead of this node's
-    /// clock: its appends stay refused (a later term is trusted again).
-    refused_terms: Mutex<HashMap<TabletId, u64>>,
+    /// Per tablet, a leader (term, node) refused for stamping commands ahead of this node's
+    /// clock, and the largest such timestamp: its appends stay refused until that timestamp
+    /// is within the tolerance of this node's clock.
+    refused_leaders: Mutex<HashMap<TabletId, (u64, NodeId, truetime::Timestamp)>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -129,7 +137,7 @@ impl Node {
             tablets: RwLock::new(BTreeMap::new()),
             incoming_snapshots: Mutex::new(HashMap::new()),
             children,
-            refused_terms: Mutex::new(HashMap::new()),
+            refused_leaders: Mutex::new(HashMap::new()),
         });
         // Replicas created by splits open here (the channel closes with the node).
         let weak = Arc::downgrade(&node);
@@ -415,38 +423,41 @@ impl Node {
         tablet: TabletId,
         request: &AppendEntriesRequest<TypeConfig>,
     ) -> std::result::Result<(), String> {
+        let Ok(now) = self.clock.now() else {
+            return Ok(()); // a clock that cannot bound the time judges nobody
+        };
+        let tolerance = (now.epsilon() * 2 + PEER_CLOCK_SLACK).max(self.config.clock_tolerance);
+        let limit = now.latest.saturating_add(tolerance);
         let leader = &request.vote.leader_id;
-        let mut refused = self.refused_terms.lock().unwrap_or_else(|e| e.into_inner());
-        if refused.get(&tablet) == Some(&leader.term) {
-            return Err(format!(
-                "{CLOCK_AHEAD}: {tablet}: refusing the leader of term {}, which stamped commands ahead of this node's clock",
-                leader.term
-            ));
+        let mut refused = self
+            .refused_leaders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(&(term, node, until)) = refused.get(&tablet) {
+            if (term, node) == (leader.term, leader.node_id) && until > limit {
+                // Heartbeats too, until its timestamps are no longer from our future: the
+                // followers elect another leader if that takes longer than a timeout.
+                return Err(format!(
+                    "{CLOCK_AHEAD}: {tablet}: refusing {node} (term {term}) until {until}, a timestamp it stamped, is no longer ahead of this node's clock"
+                ));
+            }
+            refused.remove(&tablet);
         }
         // Only what this leader stamped itself: entries of earlier terms it passes on were
         // stamped by its predecessors.
         let stamped = request
             .entries
             .iter()
-            .filter(|e| e.log_id.leader_id.term == leader.term)
+            .filter(|e| e.log_id.leader_id == *leader)
             .filter_map(|e| match &e.payload {
                 EntryPayload::Normal(command) => command.ts(),
                 _ => None,
             })
             .max();
-        let Some(stamped) = stamped else {
+        let Some(stamped) = stamped.filter(|ts| *ts > limit) else {
             return Ok(());
         };
-        let Ok(now) = self.clock.now() else {
-            return Ok(());
-        };
-        let limit = now
-            .latest
-            .saturating_add(now.epsilon() * 2 + PEER_CLOCK_SLACK);
-        if stamped <= limit {
-            return Ok(());
-        }
-        refused.insert(tablet, leader.term);
+        refused.insert(tablet, (leader.term, leader.node_id, stamped));
         let reason = format!(
             "{CLOCK_AHEAD}: {tablet}: {} (term {}) stamped a command {stamped}, {:?} past {}'s latest {}: the leader's clock is beyond its bound",
             leader.node_id,

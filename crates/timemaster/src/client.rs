@@ -84,7 +84,7 @@ impl TimeMasters {
                 let Some(reading) = self.ask(address, client.clone(), clock).await else {
                     break;
                 };
-                let rtt = |r: &MasterReading| r.received_nanos - r.sent_nanos;
+                let rtt = |r: &MasterReading| r.received_nanos.saturating_sub(r.sent_nanos);
                 if best.as_ref().is_none_or(|b| rtt(&reading) < rtt(b)) {
                     best = Some(reading);
                 }
@@ -103,6 +103,11 @@ impl TimeMasters {
         let sent_nanos = clock.oscillator_nanos();
         let reply = tokio::time::timeout(self.timeout, client.now(NowRequest {})).await;
         let received_nanos = clock.oscillator_nanos();
+        if received_nanos < sent_nanos {
+            // The oscillator went back during the exchange: the reading bounds nothing.
+            tracing::warn!(%address, "the local oscillator went back during a time exchange; reading ignored");
+            return None;
+        }
         let reply = match reply {
             Ok(Ok(reply)) => reply.into_inner(),
             Ok(Err(status)) => {

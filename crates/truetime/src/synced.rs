@@ -26,8 +26,7 @@
 //! `tablet::Node`). Syncing often keeps the remaining window short, and the drift model
 //! (`drift_ppm`) must hold for real oscillators.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::sync::{combine, drift_nanos};
@@ -91,7 +90,7 @@ pub struct SyncedClock {
     /// Refusing until the oscillator reads this, and why.
     fenced: Arc<RwLock<Option<(u64, String)>>>,
     /// The largest `earliest` handed out: no later interval may end before it.
-    high_water: Arc<AtomicU64>,
+    high_water: Arc<Mutex<u64>>,
 }
 
 impl SyncedClock {
@@ -103,7 +102,7 @@ impl SyncedClock {
             config,
             last_sync: Arc::new(RwLock::new(None)),
             fenced: Arc::new(RwLock::new(None)),
-            high_water: Arc::new(AtomicU64::new(0)),
+            high_water: Arc::new(Mutex::new(0)),
         }
     }
 
@@ -252,17 +251,6 @@ impl SyncedClock {
                 epsilon_max_us: micros(self.config.epsilon_max),
             });
         }
-        let handed_out = self
-            .high_water
-            .fetch_max(interval.earliest.as_nanos(), Ordering::AcqRel);
-        if interval.latest.as_nanos() < handed_out {
-            let reason = format!(
-                "the clock went back: {interval} ends before {}, the earliest of an interval it gave before",
-                Timestamp::from_nanos(handed_out)
-            );
-            self.fence_from(at, reason.clone());
-            return Err(ClockError::Fenced { reason });
-        }
         Ok(interval)
     }
 }
@@ -273,7 +261,21 @@ fn micros(d: Duration) -> u64 {
 
 impl Clock for SyncedClock {
     fn now(&self) -> Result<TtInterval, ClockError> {
-        self.now_at(self.oscillator_nanos())
+        // The oscillator is read under the high-water lock: a reading taken before another
+        // thread's, checked after it, would look like the clock going back.
+        let mut handed_out = self.high_water.lock().unwrap_or_else(|e| e.into_inner());
+        let at = self.oscillator_nanos();
+        let interval = self.now_at(at)?;
+        if interval.latest.as_nanos() < *handed_out {
+            let reason = format!(
+                "the clock went back: {interval} ends before {}, the earliest of an interval it gave before",
+                Timestamp::from_nanos(*handed_out)
+            );
+            self.fence_from(at, reason.clone());
+            return Err(ClockError::Fenced { reason });
+        }
+        *handed_out = (*handed_out).max(interval.earliest.as_nanos());
+        Ok(interval)
     }
 
     fn fence(&self, reason: &str) {

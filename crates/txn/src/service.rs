@@ -154,6 +154,10 @@ pub struct TxnService {
     me: Weak<TxnService>,
 }
 
+/// How long a coordinator whose commit-wait failed keeps waiting for its clock before it
+/// lets others see the commit.
+const OUTWAIT_LIMIT: Duration = Duration::from_secs(60);
+
 /// Runs a commit in its own task and waits for it. A commit must not stop halfway because
 /// its caller went away (a client that timed out drops the request's future): a coordinator
 /// cut off between PREPARE and its decision would stay "coordinating" forever, and its
@@ -612,6 +616,20 @@ impl TxnService {
         })
     }
 
+    /// Waits until the clock shows `ts` has passed, through a fence, for at most
+    /// [`OUTWAIT_LIMIT`] (far longer than any timestamp a node assigns can be ahead of
+    /// the true time).
+    async fn outwait(&self, ts: Timestamp) {
+        let deadline = Instant::now() + OUTWAIT_LIMIT;
+        while Instant::now() < deadline {
+            if let Ok(true) = self.clock.after(ts) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::warn!(%ts, "the clock never showed a commit timestamp passing; releasing anyway");
+    }
+
     /// After a commit at `ts` is logged and waited out: if this node's clock was fenced
     /// meanwhile (a follower saw its timestamps from the future), commit-wait may have ended
     /// before `ts` passed elsewhere, so the commit is not acknowledged. It stands; the client
@@ -872,8 +890,12 @@ impl TxnService {
             }
             Err(e) => return Err(TxnError::Indeterminate(e.to_string())),
         }
-        // Committed: the locks go and the participants learn it even if commit-wait failed
-        // (then the client hears the outcome is unknown).
+        // Committed. Nobody may see it before `commit_ts` has passed: if commit-wait failed
+        // (the clock was fenced), the locks stay and participants hear "pending" until the
+        // clock shows it has; the client hears the outcome is unknown.
+        if waited.is_err() {
+            self.outwait(commit_ts).await;
+        }
         self.release_on(txn, coordinator);
         self.notify_commit(txn, commit_ts, coordinator, participants);
         waited?;
