@@ -86,6 +86,8 @@ pub struct Node {
     me: Weak<Node>,
     /// Set by [`Node::shutdown`]: stopped replicas are not reopened.
     closing: AtomicBool,
+    /// Tablets whose replica is being opened (see [`Node::open_replica`]).
+    opening: Mutex<std::collections::HashSet<TabletId>>,
     engine: Arc<Engine>,
     transport: Arc<dyn Transport>,
     clock: Arc<dyn Clock>,
@@ -130,6 +132,7 @@ impl Node {
             id,
             me: me.clone(),
             closing: AtomicBool::new(false),
+            opening: Mutex::new(std::collections::HashSet::new()),
             engine,
             transport,
             clock,
@@ -211,7 +214,26 @@ impl Node {
             })
     }
 
+    /// Opens the replica of `tablet` recorded here (or returns it if open). One opening at a
+    /// time per tablet: two Raft instances over one log would corrupt it.
     async fn open_replica(&self, tablet: TabletId) -> Result<Arc<Tablet>> {
+        let _opening = {
+            let tablets = self.tablets.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(open) = tablets.get(&tablet) {
+                return Ok(Arc::clone(open));
+            }
+            let mut opening = self.opening.lock().unwrap_or_else(|e| e.into_inner());
+            if !opening.insert(tablet) {
+                return Err(TabletError::RaftStopped {
+                    tablet,
+                    reason: "being opened here; retry".into(),
+                });
+            }
+            Opening { node: self, tablet }
+        };
+        if self.engine.get(Cf::Meta, &replica_key(tablet))?.is_none() {
+            return Err(TabletError::NotFound(tablet));
+        }
         let mvcc = Arc::new(Mvcc::open(Arc::clone(&self.engine), tablet.keyspace())?);
         let (progress_tx, progress_rx) = watch::channel(Progress::default());
         let range = SharedRange::default();
@@ -252,13 +274,22 @@ impl Node {
             range,
             Arc::clone(&self.clock),
         ));
-        replica.start_closer(self.config.close_interval);
-        self.tablets
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(tablet, Arc::clone(&replica));
-        self.supervise(&replica);
-        Ok(replica)
+        {
+            let mut tablets = self.tablets.write().unwrap_or_else(|e| e.into_inner());
+            // Checked under the lock `shutdown` empties the map with.
+            if !self.closing.load(Ordering::Acquire) {
+                tablets.insert(tablet, Arc::clone(&replica));
+                drop(tablets);
+                replica.start_closer(self.config.close_interval);
+                self.supervise(&replica);
+                return Ok(replica);
+            }
+        }
+        replica.shutdown().await;
+        Err(TabletError::RaftStopped {
+            tablet,
+            reason: "the node is shutting down".into(),
+        })
     }
 
     /// Watches `replica`'s Raft group. If it stops while the replica is still open here (a
@@ -306,7 +337,7 @@ impl Node {
                     return;
                 }
                 match node.open_replica(tablet).await {
-                    Ok(_) => return,
+                    Ok(_) | Err(TabletError::NotFound(_)) => return, // reopened, or destroyed
                     Err(e) => {
                         tracing::error!(tablet_id = %tablet, error = %e, "reopening a stopped replica failed; trying again");
                         backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -369,7 +400,10 @@ impl Node {
 
     /// Stops every replica (the data stays).
     pub async fn shutdown(&self) {
-        self.closing.store(true, Ordering::Release);
+        {
+            let _tablets = self.tablets.write().unwrap_or_else(|e| e.into_inner());
+            self.closing.store(true, Ordering::Release);
+        }
         let tablets: Vec<_> =
             std::mem::take(&mut *self.tablets.write().unwrap_or_else(|e| e.into_inner()))
                 .into_values()
@@ -513,6 +547,22 @@ impl Node {
             .await
             .map_err(|e| e.to_string())?;
         encode(&Some(response)).map_err(|e| e.to_string())
+    }
+}
+
+/// Marks a tablet's replica as being opened until dropped.
+struct Opening<'a> {
+    node: &'a Node,
+    tablet: TabletId,
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        self.node
+            .opening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.tablet);
     }
 }
 
