@@ -88,6 +88,8 @@ pub struct Node {
     closing: AtomicBool,
     /// Tablets whose replica is being opened (see [`Node::open_replica`]).
     opening: Mutex<std::collections::HashSet<TabletId>>,
+    /// When the supervisor last reopened each tablet's replica, and after what pause.
+    reopened: Mutex<HashMap<TabletId, (std::time::Instant, Duration)>>,
     engine: Arc<Engine>,
     transport: Arc<dyn Transport>,
     clock: Arc<dyn Clock>,
@@ -133,6 +135,7 @@ impl Node {
             me: me.clone(),
             closing: AtomicBool::new(false),
             opening: Mutex::new(std::collections::HashSet::new()),
+            reopened: Mutex::new(HashMap::new()),
             engine,
             transport,
             clock,
@@ -314,7 +317,7 @@ impl Node {
                     break "its core task ended".to_string();
                 }
             };
-            {
+            let mut backoff = {
                 let Some(node) = node.upgrade() else { return };
                 // Closed or destroyed on purpose (or already replaced): nothing to do.
                 let open = node.tablet(tablet).ok();
@@ -328,8 +331,18 @@ impl Node {
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&tablet);
                 open.shutdown().await;
-            }
-            let mut backoff = Duration::from_millis(100);
+                // A group that keeps stopping (a fatal error that recurs at once) is
+                // reopened less and less often.
+                let mut reopened = node.reopened.lock().unwrap_or_else(|e| e.into_inner());
+                let backoff = match reopened.get(&tablet) {
+                    Some((at, last)) if at.elapsed() < Duration::from_secs(60) => {
+                        (*last * 2).min(Duration::from_secs(30))
+                    }
+                    _ => Duration::from_millis(100),
+                };
+                reopened.insert(tablet, (std::time::Instant::now(), backoff));
+                backoff
+            };
             loop {
                 tokio::time::sleep(backoff).await;
                 let Some(node) = node.upgrade() else { return };
