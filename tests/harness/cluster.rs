@@ -191,14 +191,17 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let leader = self.wait_leader(tablet).await?;
-            match self
-                .node(leader)
-                .tablet(tablet)?
-                .write(mutations.clone())
-                .await
-            {
+            // The replica may be between instances (its node's supervisor reopening it).
+            let written = match self.node(leader).tablet(tablet) {
+                Ok(replica) => replica.write(mutations.clone()).await,
+                Err(e) => Err(e),
+            };
+            match written {
                 Ok(ts) => return Ok((ts, leader)),
-                Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
+                Err(e)
+                    if (e.is_retryable() || matches!(e, tablet::TabletError::NotFound(_)))
+                        && tokio::time::Instant::now() < deadline =>
+                {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 Err(e) => return Err(e.into()),

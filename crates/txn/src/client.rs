@@ -487,6 +487,8 @@ pub struct ReadOnlyTxn<'c> {
     s_read: Option<Timestamp>,
     replicas: ReplicaChoice,
     strong: bool,
+    /// Tablets whose chosen replica fell behind: later reads go to the leader at once.
+    at_leader: BTreeSet<TabletId>,
 }
 
 impl<'c> ReadOnlyTxn<'c> {
@@ -505,6 +507,7 @@ impl<'c> ReadOnlyTxn<'c> {
             s_read,
             replicas,
             strong: bound == ReadBound::Strong,
+            at_leader: BTreeSet::new(),
         })
     }
 
@@ -516,7 +519,12 @@ impl<'c> ReadOnlyTxn<'c> {
     fn replica(&self, tablet: TabletId) -> Result<Arc<dyn Peer>> {
         let directory = &self.client.directory;
         let leader = directory.leader(tablet);
-        let chosen = match self.replicas {
+        let replicas = if self.at_leader.contains(&tablet) {
+            ReplicaChoice::Leader
+        } else {
+            self.replicas
+        };
+        let chosen = match replicas {
             ReplicaChoice::Leader => leader,
             ReplicaChoice::Follower => {
                 let leader_node = leader.as_ref().map(|l| l.node_id());
@@ -566,20 +574,21 @@ impl<'c> ReadOnlyTxn<'c> {
         Ok(s_read)
     }
 
-    /// How long to wait for safe time at `replica`: briefly unless it leads `tablet`.
+    /// How long to wait for safe time at `replica`: briefly if another node leads `tablet`
+    /// (the read can go there instead), else patiently.
     fn wait_at(&self, tablet: TabletId, replica: &dyn Peer) -> Duration {
-        let leads = self
+        let elsewhere = self
             .client
             .directory
             .leader(tablet)
-            .is_some_and(|l| l.node_id() == replica.node_id());
-        if leads { SAFE_WAIT } else { REPLICA_WAIT }
+            .is_some_and(|l| l.node_id() != replica.node_id());
+        if elsewhere { REPLICA_WAIT } else { SAFE_WAIT }
     }
 
     /// After a read at a replica other than the leader failed (most often: its safe time
     /// stayed behind), the leader to read at instead, if there is one.
     fn fall_back(
-        &self,
+        &mut self,
         tablet: TabletId,
         replica: &dyn Peer,
         error: &TxnError,
@@ -589,6 +598,7 @@ impl<'c> ReadOnlyTxn<'c> {
             return None;
         }
         tracing::debug!(tablet_id = %tablet, node_id = %replica.node_id(), %error, "reading at the leader instead");
+        self.at_leader.insert(tablet);
         Some(leader)
     }
 
