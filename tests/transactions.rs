@@ -121,6 +121,16 @@ async fn audit(
     Ok(balances)
 }
 
+/// The first node of the cluster other than `not`.
+fn another_node(cluster: &TxnCluster, not: NodeId) -> NodeId {
+    cluster
+        .cluster
+        .ids()
+        .into_iter()
+        .find(|n| *n != not)
+        .unwrap()
+}
+
 /// A last strong audit: the total is intact.
 async fn assert_final_total(client: &TxnClient) {
     let balances = audit(client, ReadBound::Strong, ReplicaChoice::Any)
@@ -338,7 +348,7 @@ async fn separate_leaders(cluster: &TxnCluster) -> (NodeId, NodeId) {
     if a != b {
         return (a, b);
     }
-    let other = cluster.cluster.ids().into_iter().find(|n| *n != a).unwrap();
+    let other = another_node(cluster, a);
     cluster
         .cluster
         .node(a)
@@ -795,12 +805,7 @@ async fn a_read_at_a_replica_that_fell_behind_is_served_by_the_leader() {
     })
     .await
     .unwrap();
-    let behind = cluster
-        .cluster
-        .ids()
-        .into_iter()
-        .find(|n| *n != leader)
-        .unwrap();
+    let behind = another_node(&cluster, leader);
     let rest: Vec<NodeId> = cluster
         .cluster
         .ids()
@@ -1034,7 +1039,7 @@ async fn locks_that_died_with_a_restarted_leader_do_not_let_a_stale_read_commit(
         .leader_service(TabletId(1))
         .unwrap()
         .node_id();
-    let before = decide_balance(&client, 0).await;
+    let before = balance_of(&client, 0).await;
     // T reads account 0 under a shared lock at t1's leader, then waits while that leader is
     // killed and restarted (it often leads again in the same Raft term) and U adds 10.
     let (read_done, resume) = (
@@ -1086,7 +1091,7 @@ async fn locks_that_died_with_a_restarted_leader_do_not_let_a_stale_read_commit(
     t.await.unwrap().unwrap();
     // T's first attempt read under locks that died: it must not commit on them.
     assert_eq!(
-        decide_balance(&client, 0).await,
+        balance_of(&client, 0).await,
         before + 11,
         "an update was lost (T committed a read its dead leader's locks no longer covered)"
     );
@@ -1098,7 +1103,7 @@ async fn locks_that_died_with_a_restarted_leader_do_not_let_a_stale_read_commit(
 }
 
 /// Account `i`'s balance, read strongly.
-async fn decide_balance(client: &TxnClient, i: usize) -> i64 {
+async fn balance_of(client: &TxnClient, i: usize) -> i64 {
     let (values, _) = client.strong_read(&[&acct(i)]).await.unwrap();
     decode(values.into_iter().next().flatten())
 }
@@ -1158,12 +1163,7 @@ async fn a_leader_whose_clock_leaps_ahead_gets_no_commit_acknowledged_early_and_
     let cluster = bank("clock_ahead").await;
     let leader = cluster.directory.leader_service(TabletId(1)).unwrap();
     let ahead = leader.node_id();
-    let elsewhere = cluster
-        .cluster
-        .ids()
-        .into_iter()
-        .find(|n| *n != ahead)
-        .unwrap();
+    let elsewhere = another_node(&cluster, ahead);
     let client = cluster.client(elsewhere, 1);
     open_accounts(&client).await;
     let clock = cluster.cluster.clock(ahead);

@@ -346,11 +346,12 @@ impl Node {
             loop {
                 tokio::time::sleep(backoff).await;
                 let Some(node) = node.upgrade() else { return };
-                if node.closing.load(Ordering::Acquire) || node.tablet(tablet).is_ok() {
+                if node.closing.load(Ordering::Acquire) {
                     return;
                 }
                 match node.open_replica(tablet).await {
-                    Ok(_) | Err(TabletError::NotFound(_)) => return, // reopened, or destroyed
+                    // Reopened (here or by another opener), or destroyed.
+                    Ok(_) | Err(TabletError::NotFound(_)) => return,
                     Err(e) => {
                         tracing::error!(tablet_id = %tablet, error = %e, "reopening a stopped replica failed; trying again");
                         backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -413,14 +414,12 @@ impl Node {
 
     /// Stops every replica (the data stays).
     pub async fn shutdown(&self) {
-        {
-            let _tablets = self.tablets.write().unwrap_or_else(|e| e.into_inner());
+        let tablets: Vec<_> = {
+            let mut open = self.tablets.write().unwrap_or_else(|e| e.into_inner());
+            // Under the lock `open_replica` inserts with: nothing opens after this.
             self.closing.store(true, Ordering::Release);
-        }
-        let tablets: Vec<_> =
-            std::mem::take(&mut *self.tablets.write().unwrap_or_else(|e| e.into_inner()))
-                .into_values()
-                .collect();
+            std::mem::take(&mut *open).into_values().collect()
+        };
         for tablet in tablets {
             tablet.shutdown().await;
         }
@@ -470,26 +469,7 @@ impl Node {
         tablet: TabletId,
         request: &AppendEntriesRequest<TypeConfig>,
     ) -> std::result::Result<(), String> {
-        let Ok(now) = self.clock.now() else {
-            return Ok(()); // a clock that cannot bound the time judges nobody
-        };
-        let tolerance = (now.epsilon() * 2 + PEER_CLOCK_SLACK).max(self.config.clock_tolerance);
-        let limit = now.latest.saturating_add(tolerance);
         let leader = &request.vote.leader_id;
-        let mut refused = self
-            .refused_leaders
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(&(term, node, until)) = refused.get(&tablet) {
-            if (term, node) == (leader.term, leader.node_id) && until > limit {
-                // Heartbeats too, until its timestamps are no longer from our future: the
-                // followers elect another leader if that takes longer than a timeout.
-                return Err(format!(
-                    "{CLOCK_AHEAD}: {tablet}: refusing {node} (term {term}) until {until}, a timestamp it stamped, is no longer ahead of this node's clock"
-                ));
-            }
-            refused.remove(&tablet);
-        }
         // Only what this leader stamped itself: entries of earlier terms it passes on were
         // stamped by its predecessors.
         let stamped = request
@@ -501,6 +481,28 @@ impl Node {
                 _ => None,
             })
             .max();
+        let mut refused = self
+            .refused_leaders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if stamped.is_none() && !refused.contains_key(&tablet) {
+            return Ok(()); // a heartbeat from a leader nobody refused: no clock to read
+        }
+        let Ok(now) = self.clock.now() else {
+            return Ok(()); // a clock that cannot bound the time judges nobody
+        };
+        let tolerance = (now.epsilon() * 2 + PEER_CLOCK_SLACK).max(self.config.clock_tolerance);
+        let limit = now.latest.saturating_add(tolerance);
+        if let Some(&(term, node, until)) = refused.get(&tablet) {
+            if (term, node) == (leader.term, leader.node_id) && until > limit {
+                // Heartbeats too, until its timestamps are no longer from our future: the
+                // followers elect another leader if that takes longer than a timeout.
+                return Err(format!(
+                    "{CLOCK_AHEAD}: {tablet}: refusing {node} (term {term}) until {until}, a timestamp it stamped, is no longer ahead of this node's clock"
+                ));
+            }
+            refused.remove(&tablet);
+        }
         let Some(stamped) = stamped.filter(|ts| *ts > limit) else {
             return Ok(());
         };

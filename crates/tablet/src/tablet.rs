@@ -288,10 +288,7 @@ impl Tablet {
             .as_leader()
             .map_err(|_| self.not_leader())?
             .to_committed_leader_id();
-        if under.is_some_and(|u| {
-            (u.term, u.leader, u.incarnation)
-                != (leadership.term, leadership.node_id, self.incarnation)
-        }) {
+        if under.is_some_and(|u| u != self.leadership(leadership)) {
             return Err(self.not_leader());
         }
         let (responder, applied) = ProgressResponder::complete_only();
@@ -324,6 +321,15 @@ impl Tablet {
                 Err(TabletError::Indeterminate { tablet: self.id })
             }
             Err(e) => Err(self.stopped(e)),
+        }
+    }
+
+    /// The leadership `leader` (openraft's id of a committed leader) is, in this instance.
+    fn leadership(&self, leader: CommittedLeaderIdOf<TypeConfig>) -> Leadership {
+        Leadership {
+            term: leader.term,
+            leader: leader.node_id,
+            incarnation: self.incarnation,
         }
     }
 
@@ -374,11 +380,7 @@ impl Tablet {
         if allocator.leadership != Some(leader) {
             self.inherit_floor(&mut allocator, leader).await?;
         }
-        Ok(Leadership {
-            term: leader.term,
-            leader: leader.node_id,
-            incarnation: self.incarnation,
-        })
+        Ok(self.leadership(leader))
     }
 
     /// The latest applied value of `key`, read at the leader. Only meaningful under a lock
@@ -672,9 +674,7 @@ impl Tablet {
         if let Some(closer) = self.closer.lock().unwrap_or_else(|e| e.into_inner()).take() {
             closer.abort();
         }
-        if let Err(e) = self.raft.shutdown().await {
-            tracing::warn!(tablet_id = %self.id, error = %e, "raft shutdown failed");
-        }
+        self.halt_raft().await;
     }
 
     pub(crate) fn initial_members(

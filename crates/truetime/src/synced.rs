@@ -174,42 +174,16 @@ impl SyncedClock {
     /// reading before the sync point (the oscillator stepped back) extrapolates backwards;
     /// the clock's high-water check then decides whether that is plausible.
     fn extrapolate(&self, point: &SyncPoint, at: u64) -> Option<TtInterval> {
-        let (earliest, latest) = match at.checked_sub(point.oscillator_nanos) {
-            Some(since) => {
-                let drift = drift_nanos(since, self.config.drift_ppm);
-                (
-                    point
-                        .interval
-                        .earliest
-                        .as_nanos()
-                        .saturating_add(since.saturating_sub(drift)),
-                    point
-                        .interval
-                        .latest
-                        .as_nanos()
-                        .saturating_add(since.saturating_add(drift)),
-                )
-            }
-            None => {
-                let back = point.oscillator_nanos - at;
-                let drift = drift_nanos(back, self.config.drift_ppm);
-                (
-                    point
-                        .interval
-                        .earliest
-                        .as_nanos()
-                        .saturating_sub(back.saturating_add(drift)),
-                    point
-                        .interval
-                        .latest
-                        .as_nanos()
-                        .saturating_sub(back.saturating_sub(drift)),
-                )
-            }
+        let elapsed = i128::from(at) - i128::from(point.oscillator_nanos);
+        let magnitude = u64::try_from(elapsed.unsigned_abs()).unwrap_or(u64::MAX);
+        let drift = i128::from(drift_nanos(magnitude, self.config.drift_ppm));
+        let shift = |t: Timestamp, by: i128| {
+            let nanos = (i128::from(t.as_nanos()) + by).clamp(0, i128::from(u64::MAX));
+            Timestamp::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
         };
         TtInterval::new(
-            Timestamp::from_nanos(earliest),
-            Timestamp::from_nanos(latest),
+            shift(point.interval.earliest, elapsed - drift),
+            shift(point.interval.latest, elapsed + drift),
         )
     }
 

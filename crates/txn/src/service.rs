@@ -684,10 +684,10 @@ impl TxnService {
         };
         let written = tablet.write_under(Some(leadership), mutations).await;
         let result = match written {
-            Ok(ts) => match self.commit_wait(ts).await {
-                Ok(()) => self.acknowledge(ts),
-                Err(e) => Err(e),
-            },
+            Ok(ts) => self
+                .commit_wait(ts)
+                .await
+                .and_then(|()| self.acknowledge(ts)),
             Err(e) => {
                 // It may have been applied at a timestamp we do not know: outwait any
                 // timestamp it could have had before letting others see past it.

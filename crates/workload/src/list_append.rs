@@ -80,6 +80,19 @@ pub async fn init(urls: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads one list.
+const SELECT_LIST: &str = "SELECT v FROM lists WHERE k = $1";
+
+/// A list's key as its SQL parameter.
+fn key_param(key: u64) -> i64 {
+    i64::try_from(key).unwrap_or(i64::MAX)
+}
+
+/// The stored list in the rows of [`SELECT_LIST`], if the key has one.
+fn stored_list(rows: &[client::Row]) -> Option<&str> {
+    rows.first().and_then(|r| r.get(0)).and_then(|v| v.as_str())
+}
+
 fn parse(list: &str) -> Vec<u64> {
     list.split(',').filter_map(|v| v.parse().ok()).collect()
 }
@@ -189,15 +202,8 @@ async fn read_txn(client: &Client, ops: Vec<Op>) -> (Outcome, Vec<Op>) {
                 let mut done = Vec::new();
                 for op in ops {
                     if let Op::Read { key, .. } = op {
-                        let key_i = i64::try_from(key).unwrap_or(i64::MAX);
-                        let rows = tx
-                            .query("SELECT v FROM lists WHERE k = $1", &params![key_i])
-                            .await?;
-                        let values = rows
-                            .first()
-                            .and_then(|r| r.get(0))
-                            .and_then(|v| v.as_str().map(parse))
-                            .unwrap_or_default();
+                        let rows = tx.query(SELECT_LIST, &params![key_param(key)]).await?;
+                        let values = stored_list(&rows).map(parse).unwrap_or_default();
                         done.push(Op::Read {
                             key,
                             values: Some(values),
@@ -228,14 +234,9 @@ async fn write_txn(client: &Client, ops: Vec<Op>) -> (Outcome, Vec<Op>) {
                     let key = match &op {
                         Op::Read { key, .. } | Op::Append { key, .. } => *key,
                     };
-                    let key_i = i64::try_from(key).unwrap_or(i64::MAX);
-                    let rows = tx
-                        .query("SELECT v FROM lists WHERE k = $1", &params![key_i])
-                        .await?;
-                    let current = rows
-                        .first()
-                        .and_then(|r| r.get(0))
-                        .and_then(|v| v.as_str().map(str::to_string));
+                    let key_i = key_param(key);
+                    let rows = tx.query(SELECT_LIST, &params![key_i]).await?;
+                    let current = stored_list(&rows).map(str::to_string);
                     match op {
                         Op::Read { .. } => done.push(Op::Read {
                             key,
